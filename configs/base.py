@@ -1,0 +1,88 @@
+"""Defaults shared by every experiment config; each config file starts from `default_config()`.
+
+Keys documented here are the whole schema: configs are locked, so a typo in an override or a
+config file is an error rather than a silently ignored setting.
+"""
+import ml_collections
+
+
+def parse_args(arg: str | None, **defaults) -> dict:
+  """Parses 'a=1,b=x' config arguments over `defaults`; an unknown name is an error."""
+  values = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"Unknown config argument {item!r}; valid arguments: {sorted(defaults)} (as name=value).")
+    values[key] = value
+  return values
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Mesh axis sizes; one -1 fills the remaining devices. Rules map logical names to these axes.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""  # prepared shards (data_prep); required
+  c.data.num_frames = 8  # frames per training clip (random temporal crop)
+  c.data.height = 0  # 0: from the data's metadata.json (recorded in the workdir's config.json)
+  c.data.width = 0
+  c.data.worker_count = 0  # Grain worker processes (0: in-process)
+  c.data.prefetch = 2
+
+  c.model = ml_collections.ConfigDict()
+  c.model.in_channels = 3
+  c.model.patch_size = (1, 2, 2)
+  c.model.dim = 256
+  c.model.depth = 4
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 4.0
+  c.model.rope_theta = 10000.0
+  c.model.remat = "none"  # none | full | dots
+  c.model.dtype = "float32"  # compute dtype
+  c.model.param_dtype = "float32"
+
+  c.text = ml_collections.ConfigDict()
+  c.text.vocab_size = 0  # 0: the shipped tokenizer's size
+  c.text.max_length = 32
+  c.text.dim = 256
+  c.text.depth = 2
+  c.text.num_heads = 4
+  c.text.mlp_ratio = 4.0
+  c.text.caption_dropout = 0.1  # probability of training on the empty caption (enables CFG)
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.timestep_sampling = "logit_normal"  # logit_normal | uniform
+  c.diffusion.logit_mean = 0.0
+  c.diffusion.logit_std = 1.0
+  c.diffusion.shift = 0.0  # 0: from the token count (resolution-aware); else a fixed shift
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.peak_lr = 1e-4
+  c.optim.end_lr_fraction = 0.1
+  c.optim.warmup_steps = 1000
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.clip_norm = 1.0
+  c.optim.ema_decay = 0.999
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 100_000
+  c.train.global_batch_size = 64
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.async_checkpoint = True
+  c.train.sample_every = 0  # 0: no sample videos during training
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.sampler = "euler"  # euler | heun
+  c.sample.steps = 30
+  c.sample.cfg = 5.0
+  c.sample.shift = 0.0  # 0: from the token count
+  c.sample.negative_prompt = ""
+  c.sample.prompts = ("a red circle moving left",)
+  return c

@@ -1,0 +1,46 @@
+"""Toy world on CPU: coloured shapes moving in named directions, pixel space, trains in minutes.
+
+Launch (the README demo does all of this):
+  python -m data_prep.toy_world --output=runs/toy_data
+  python -m vdit.main --config=configs/toy.py --workdir=runs/toy
+  python -m vdit.sample --workdir=runs/toy --prompt="a red circle moving left" --out=runs/toy/samples
+
+Arguments (`--config=configs/toy.py:steps=600`): steps (training steps).
+"""
+from configs import base
+
+
+def get_config(arg: str | None = None):
+  args = base.parse_args(arg, steps=600)
+  config = base.default_config()
+  config.data.dir = "runs/toy_data"
+  config.data.num_frames = 8
+
+  config.model.in_channels = 3
+  config.model.patch_size = (2, 4, 4)
+  config.model.dim = 128
+  config.model.depth = 4
+  config.model.num_heads = 4
+  config.model.mlp_ratio = 3.0
+
+  config.text.max_length = 16
+  config.text.dim = 64
+  config.text.depth = 1
+  config.text.num_heads = 4
+  config.text.mlp_ratio = 2.0
+
+  config.train.num_steps = int(args["steps"])
+  config.train.global_batch_size = 32
+  config.train.log_every = 25
+  config.train.checkpoint_every = 100
+  config.train.sample_every = 0
+
+  config.optim.peak_lr = 1e-3
+  config.optim.warmup_steps = 50
+  config.optim.ema_decay = 0.99
+
+  config.sample.steps = 20
+  config.sample.cfg = 3.0
+  config.sample.prompts = ("a red circle moving left", "a blue square moving up")
+  config.lock()
+  return config

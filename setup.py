@@ -1,0 +1,31 @@
+"""vdit: a JAX/Flax spacetime-patch diffusion transformer for text-to-video."""
+import setuptools
+
+setuptools.setup(
+    name="vdit",
+    version="0.1.0",
+    description="Text-to-video diffusion transformer over spacetime patches, in JAX/Flax NNX.",
+    packages=setuptools.find_packages(include=["vdit", "vdit.*", "data_prep", "data_prep.*", "configs", "configs.*"]),
+    package_data={"vdit.text": ["*.txt"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.12",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "ml-collections",
+        "clu",
+        "tensorflow-cpu",  # clu's TensorBoard writer imports tensorflow
+        "tensorboard",
+        "tensorflow-datasets",
+        "array-record",
+        "av",
+        "pillow",
+        "msgpack",
+        "numpy",
+        "tqdm",
+        "absl-py",
+    ],
+    extras_require={"test": ["pytest", "pytest-xdist"]},
+)

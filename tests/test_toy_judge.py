@@ -1,0 +1,168 @@
+"""Tests for the toy judge (vdit.eval.toy) on clips rendered here with numpy."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_prep import toy_spec
+from vdit import video_io
+from vdit.eval import toy
+
+_SIZE, _FRAMES, _HALF, _STEP = 32, 10, 4, 2  # frame size, length, shape half-size, px per frame
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _render(colour, shape, direction, step=_STEP):
+  """One filled shape moving `step` px per frame through the frame centre."""
+  dx, dy = toy_spec.DIRECTIONS[direction]
+  frames = np.empty((_FRAMES, _SIZE, _SIZE, 3), np.uint8)
+  frames[:] = toy_spec.BACKGROUND
+  yy, xx = np.mgrid[:_SIZE, :_SIZE]
+  for t in range(_FRAMES):
+    cx = _SIZE / 2 + dx * step * (t - (_FRAMES - 1) / 2)
+    cy = _SIZE / 2 + dy * step * (t - (_FRAMES - 1) / 2)
+    if shape == "circle":
+      inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= _HALF ** 2
+    else:
+      inside = (np.abs(xx - cx) <= _HALF) & (np.abs(yy - cy) <= _HALF)
+    frames[t][inside] = toy_spec.COLOURS[colour]
+  return frames
+
+
+def _reverse(direction):
+  return {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
+
+
+def _next_colour(colour):
+  names = list(toy_spec.COLOURS)
+  return names[(names.index(colour) + 1) % len(names)]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+  """Every colour moving every direction (shapes alternate), written once as mp4 at scale 4."""
+  root = tmp_path_factory.mktemp("clips")
+  combos = []
+  for i, (colour, direction) in enumerate(
+      (c, d) for c in toy_spec.COLOURS for d in toy_spec.DIRECTIONS):
+    shape = ("square", "circle")[i % 2]
+    rel_path = f"videos/{colour}_{shape}_{direction}.mp4"
+    video_io.write_mp4(root / rel_path, _render(colour, shape, direction), fps=8, scale=4)
+    combos.append((colour, shape, direction, rel_path))
+  return root, combos
+
+
+def _write_index(root, name, rows):
+  path = root / name
+  path.write_text("".join(json.dumps({"prompt": p, "path": v}) + "\n" for p, v in rows))
+  return path
+
+
+def test_correct_captions_score_perfect(clips):
+  root, combos = clips
+  index = _write_index(root, "right.jsonl",
+                       [(toy_spec.caption(c, s, d), v) for c, s, d, v in combos])
+  report = toy.judge_index(str(index))
+  assert report["num_videos"] == len(combos) == 32
+  wrong = [v for v in report["videos"] if not (v["colour_ok"] and v["direction_ok"])]
+  assert not wrong
+  assert report["both_accuracy"] == report["seen"]["both_accuracy"] == 1.0
+  assert report["held_out"] == {"num_videos": 0, "colour_accuracy": None,
+                                "direction_accuracy": None, "both_accuracy": None}
+
+
+def test_swapped_colours_score_zero_colour_accuracy(clips):
+  root, combos = clips
+  index = _write_index(root, "swapped.jsonl",
+                       [(toy_spec.caption(_next_colour(c), s, d), v) for c, s, d, v in combos])
+  report = toy.judge_index(str(index))
+  assert report["colour_accuracy"] == 0.0
+  assert report["direction_accuracy"] == 1.0
+  assert report["both_accuracy"] == 0.0
+
+
+def test_reversed_directions_score_zero_direction_accuracy(clips):
+  root, combos = clips
+  index = _write_index(root, "reversed.jsonl",
+                       [(toy_spec.caption(c, s, _reverse(d)), v) for c, s, d, v in combos])
+  report = toy.judge_index(str(index))
+  assert report["direction_accuracy"] == 0.0
+  assert report["colour_accuracy"] == 1.0
+
+
+def test_held_out_split(clips):
+  root, combos = clips
+  held = [list(combo[:3]) for combo in combos[:5]]
+  held_out_path = root / "held_out.json"
+  held_out_path.write_text(json.dumps({"combinations": held}))
+  # Reverse the first held-out clip's caption so the split accuracies differ.
+  rows = [(toy_spec.caption(c, s, _reverse(d) if i == 0 else d), v)
+          for i, (c, s, d, v) in enumerate(combos)]
+  index = _write_index(root, "split.jsonl", rows)
+  report = toy.judge_index(str(index), str(held_out_path))
+  # The reversed caption names a different combination, so only 4 remain held out.
+  assert report["held_out"]["num_videos"] == 4
+  assert report["seen"]["num_videos"] == 28
+  assert [v["held_out"] for v in report["videos"][:6]] == [False, True, True, True, True, False]
+  assert report["held_out"]["both_accuracy"] == 1.0
+  assert report["seen"]["direction_accuracy"] == pytest.approx(27 / 28)
+
+
+def test_static_clip_predicts_none():
+  frames = _render("green", "square", "left", step=0)
+  verdict = toy.judge_video(frames, "green", "left")
+  assert verdict["pred_direction"] == "none" and not verdict["direction_ok"]
+  assert verdict["pred_colour"] == "green" and verdict["colour_ok"]
+
+
+def test_empty_clip_predicts_none_for_both():
+  frames = np.broadcast_to(np.array(toy_spec.BACKGROUND, np.uint8), (6, 16, 16, 3))
+  verdict = toy.judge_video(frames, "red", "up")
+  assert verdict == {"pred_colour": "none", "pred_direction": "none",
+                     "colour_ok": False, "direction_ok": False}
+
+
+def test_judge_is_resolution_independent():
+  frames = _render("orange", "circle", "up")
+  big = frames.repeat(4, axis=1).repeat(4, axis=2)
+  assert toy.judge_video(frames, "orange", "up") == toy.judge_video(big, "orange", "up")
+
+
+def test_non_toy_prompts_are_skipped(clips):
+  root, combos = clips
+  index = _write_index(root, "mixed.jsonl",
+                       [("a cat playing piano", combos[0][3]),
+                        (toy_spec.caption(*combos[1][:3]), combos[1][3])])
+  report = toy.judge_index(str(index))
+  assert report["num_videos"] == 1
+  assert report["skipped"] == [{"prompt": "a cat playing piano", "path": combos[0][3]}]
+
+
+def test_missing_index_raises(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    toy.judge_index(str(tmp_path / "nope.jsonl"))
+
+
+def test_missing_video_raises(tmp_path):
+  index = _write_index(tmp_path, "index.jsonl", [("a red circle moving left", "gone.mp4")])
+  with pytest.raises(FileNotFoundError, match="gone.mp4"):
+    toy.judge_index(str(index))
+
+
+def test_unknown_colour_rejected():
+  with pytest.raises(ValueError, match="purple"):
+    toy.judge_video(_render("red", "square", "left"), "purple", "left")
+
+
+def test_cli_prints_and_writes_report(clips, tmp_path):
+  root, combos = clips
+  index = _write_index(root, "cli.jsonl", [(toy_spec.caption(*combos[0][:3]), combos[0][3])])
+  out = tmp_path / "report.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "vdit.eval.toy", f"--index={index}", f"--out={out}"],
+      cwd=_REPO, capture_output=True, text=True, check=True)
+  assert json.loads(result.stdout) == json.loads(out.read_text())
+  assert json.loads(out.read_text())["both_accuracy"] == 1.0

@@ -1,0 +1,8 @@
+"""The error types that mean "bad input from the user": entry points print them without a traceback."""
+from vdit.checkpoint import CheckpointError
+from vdit.config_io import ConfigError
+from vdit.data.errors import DataError
+from vdit.sharding import MeshConfigError
+from vdit.text.tokenizer import PromptError
+
+USER_ERRORS = (CheckpointError, ConfigError, DataError, MeshConfigError, PromptError)

@@ -1,0 +1,187 @@
+"""The toy judge: does each generated clip show the colour and direction its prompt asked for?
+
+Launch:
+  python -m vdit.eval.toy --index=OUT/index.jsonl --held_out=DATA/held_out.json --out=FILE.json
+
+`index.jsonl` holds one JSON object per line with at least `prompt` and `path` (relative to the
+index file's directory). Prompts that are not toy captions (`data_prep.toy_spec`) are skipped
+and listed under `skipped`. Accuracies of an empty split are null.
+"""
+import json
+import os
+from typing import Optional
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from data_prep import toy_spec
+from vdit import video_io
+
+# A pixel is foreground when its RGB lies this far (Euclidean) from BACKGROUND; every palette
+# colour is over 200 away, so codec ringing and blended edges stay on the right side.
+_FOREGROUND_DISTANCE = 60.0
+# Motion below this fraction of the frame over the whole clip counts as static.
+_MIN_DISPLACEMENT = 0.05
+_NONE = "none"
+
+_PALETTE_NAMES = tuple(toy_spec.COLOURS)
+_PALETTE_RGB = np.array([toy_spec.COLOURS[n] for n in _PALETTE_NAMES], np.float32)
+
+
+def _foreground_mask(frames_thw3: np.ndarray) -> np.ndarray:
+  diff = frames_thw3.astype(np.float32) - np.array(toy_spec.BACKGROUND, np.float32)
+  return np.linalg.norm(diff, axis=-1) > _FOREGROUND_DISTANCE
+
+
+def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray) -> str:
+  """Nearest palette colour to the median foreground RGB, or 'none' without foreground."""
+  if not mask_thw.any():
+    return _NONE
+  median_rgb = np.median(frames_thw3[mask_thw].astype(np.float32), axis=0)
+  return _PALETTE_NAMES[int(np.argmin(np.linalg.norm(_PALETTE_RGB - median_rgb, axis=-1)))]
+
+
+def predict_direction(mask_thw: np.ndarray) -> str:
+  """Direction of the foreground centroid's least-squares track, or 'none' if it barely moves."""
+  num_frames, height, width = mask_thw.shape
+  ts, xs, ys = [], [], []
+  for t in range(num_frames):
+    y, x = np.nonzero(mask_thw[t])
+    if x.size:
+      ts.append(t)
+      xs.append(x.mean())
+      ys.append(y.mean())
+  if len(ts) < 2:
+    return _NONE
+  ts = np.asarray(ts, np.float64)
+  span = ts[-1] - ts[0]
+  # Slope (pixels per frame) times the clip length, over the frame size: resolution-independent.
+  dx = np.polyfit(ts, xs, 1)[0] * span / width
+  dy = np.polyfit(ts, ys, 1)[0] * span / height
+  if max(abs(dx), abs(dy)) < _MIN_DISPLACEMENT:
+    return _NONE
+  if abs(dx) >= abs(dy):
+    return "right" if dx > 0 else "left"
+  return "down" if dy > 0 else "up"
+
+
+def judge_video(frames, colour: str, direction: str) -> dict:
+  """Scores one clip against the colour and direction its caption asked for.
+
+  Args:
+    frames: uint8 [T, H, W, 3] RGB.
+    colour: a `toy_spec.COLOURS` name.
+    direction: a `toy_spec.DIRECTIONS` name.
+  Returns:
+    {"pred_colour", "pred_direction", "colour_ok", "direction_ok"}; a prediction is 'none'
+    (always wrong) when no foreground or no clear motion is found.
+  """
+  if colour not in toy_spec.COLOURS:
+    raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(toy_spec.COLOURS)}")
+  if direction not in toy_spec.DIRECTIONS:
+    raise ValueError(
+        f"unknown direction {direction!r}; expected one of {sorted(toy_spec.DIRECTIONS)}")
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
+  mask = _foreground_mask(frames)
+  pred_colour = predict_colour(frames, mask)
+  pred_direction = predict_direction(mask)
+  return {
+      "pred_colour": pred_colour,
+      "pred_direction": pred_direction,
+      "colour_ok": pred_colour == colour,
+      "direction_ok": pred_direction == direction,
+  }
+
+
+def _load_held_out(path: str) -> set:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"held-out file {path} does not exist; pass the dataset's held_out.json")
+  with open(path) as f:
+    data = json.load(f)
+  combos = data.get("combinations") if isinstance(data, dict) else None
+  if not isinstance(combos, list) or not all(isinstance(c, list) and len(c) == 3 for c in combos):
+    raise ValueError(f"{path}: expected {{\"combinations\": [[colour, shape, direction], ...]}}")
+  return {tuple(c) for c in combos}
+
+
+def _read_index(index_path: str) -> list:
+  if not os.path.isfile(index_path):
+    raise FileNotFoundError(f"index file {index_path} does not exist; pass --index=OUT/index.jsonl")
+  entries = []
+  with open(index_path) as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{index_path}:{line_no}: not valid JSON ({e})") from e
+      if not isinstance(entry, dict) or "prompt" not in entry or "path" not in entry:
+        raise ValueError(f"{index_path}:{line_no}: each line needs 'prompt' and 'path' keys")
+      entries.append((line_no, entry))
+  return entries
+
+
+def _accuracy(hits: list) -> Optional[float]:
+  return sum(hits) / len(hits) if hits else None
+
+
+def _summary(videos: list) -> dict:
+  return {
+      "num_videos": len(videos),
+      "colour_accuracy": _accuracy([v["colour_ok"] for v in videos]),
+      "direction_accuracy": _accuracy([v["direction_ok"] for v in videos]),
+      "both_accuracy": _accuracy([v["colour_ok"] and v["direction_ok"] for v in videos]),
+  }
+
+
+def judge_index(index_path: str, held_out_path: Optional[str] = None) -> dict:
+  """Judges every toy-caption video listed in an index.jsonl; see the module docstring."""
+  held_out = _load_held_out(held_out_path) if held_out_path else set()
+  base_dir = os.path.dirname(os.path.abspath(index_path))
+  videos, skipped = [], []
+  for line_no, entry in _read_index(index_path):
+    prompt, rel_path = entry["prompt"], entry["path"]
+    parsed = toy_spec.parse_caption(prompt)
+    if parsed is None:
+      skipped.append({"prompt": prompt, "path": rel_path})
+      continue
+    colour, _, direction = parsed
+    video_path = os.path.join(base_dir, rel_path)
+    if not os.path.isfile(video_path):
+      raise FileNotFoundError(
+          f"{index_path}:{line_no}: video {video_path} does not exist (paths are relative to the "
+          "index file's directory)")
+    verdict = judge_video(video_io.read_video(video_path), colour, direction)
+    videos.append({"prompt": prompt, "path": rel_path, "colour": colour, "direction": direction,
+                   **verdict, "held_out": parsed in held_out})
+  return {
+      **_summary(videos),
+      "seen": _summary([v for v in videos if not v["held_out"]]),
+      "held_out": _summary([v for v in videos if v["held_out"]]),
+      "videos": videos,
+      "skipped": skipped,
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  report = json.dumps(judge_index(flags.FLAGS.index, flags.FLAGS.held_out), indent=2)
+  print(report)
+  if flags.FLAGS.out:
+    with open(flags.FLAGS.out, "w") as f:
+      f.write(report + "\n")
+
+
+if __name__ == "__main__":
+  # Flags live here, not at import, so importing the judge defines no global flags.
+  flags.DEFINE_string("index", None, "index.jsonl listing generated videos and prompts.")
+  flags.DEFINE_string("held_out", None, "held_out.json naming held-out combinations.")
+  flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
+  flags.mark_flag_as_required("index")
+  app.run(main)

@@ -1,0 +1,35 @@
+"""Training entry point.
+
+  python -m vdit.main --config=configs/toy.py --workdir=runs/toy [--config.train.num_steps=100]
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vdit import distributed
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  distributed.maybe_initialize()
+  from vdit import train  # after distributed init: importing jax-heavy modules is fine, using devices is not
+  from vdit.errors import USER_ERRORS
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except USER_ERRORS as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,45 @@
+"""A small trainable text encoder: token embedding + bidirectional transformer with 1D RoPE.
+
+Anything with `__call__(tokens [B, L] int32, mask [B, L] bool) -> [B, L, dim]` and a `dim` attribute
+can replace it (a pretrained T5/umT5 encoder, or cached embeddings).
+"""
+import jax.numpy as jnp
+from flax import nnx
+
+from vdit.model import rope
+from vdit.model.attention import Attention
+from vdit.model.layers import MLP, Embed, LayerNorm
+
+
+class EncoderLayer(nnx.Module):
+
+  def __init__(self, dim, num_heads, mlp_dim, *, rngs, dtype, param_dtype):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.norm1 = LayerNorm(dim, **kw)
+    self.attn = Attention(dim, num_heads, **kw)
+    self.norm2 = LayerNorm(dim, **kw)
+    self.mlp = MLP(dim, mlp_dim, **kw)
+
+  def __call__(self, x, mask, angles):
+    x = x + self.attn(self.norm1(x), key_mask=mask, angles=angles)
+    return x + self.mlp(self.norm2(x))
+
+
+class TextEncoder(nnx.Module):
+
+  def __init__(self, *, vocab_size, dim, depth, num_heads, mlp_ratio, rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.dim = dim
+    self.head_dim = dim // num_heads
+    self.embed = Embed(vocab_size, dim, **kw)
+    self.layers = nnx.List([EncoderLayer(dim, num_heads, int(dim * mlp_ratio), **kw) for _ in range(depth)])
+    self.norm = LayerNorm(dim, **kw)
+
+  def __call__(self, tokens, mask):
+    angles = rope.sequence_angles(tokens.shape[1], self.head_dim)
+    x = self.embed(tokens)
+    for layer in self.layers:
+      x = layer(x, mask, angles)
+    # Zero padded positions so they carry nothing even where a consumer ignores the mask.
+    return self.norm(x) * mask[..., None].astype(x.dtype)

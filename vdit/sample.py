@@ -1,0 +1,155 @@
+"""Sampling entry point: latest checkpoint of a workdir -> videos, a contact sheet and index.jsonl.
+
+  python -m vdit.sample --workdir=runs/toy --prompt="a red circle moving left" --out=runs/toy/samples
+  python -m vdit.sample --workdir=runs/toy --prompts=prompts.txt --out=OUT --steps=30 --cfg=4
+
+The model config comes from the workdir's config.json; EMA weights are used unless --noema.
+Writes OUT/NNN.mp4 and OUT/NNN.gif per prompt, OUT/contact_sheet.png (rows: prompts, columns:
+frames) and OUT/index.jsonl with one JSON object per video (paths relative to OUT).
+"""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from vdit import distributed
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
+_PROMPT = flags.DEFINE_multi_string("prompt", None, "A prompt; repeat the flag for several.")
+_PROMPTS = flags.DEFINE_string("prompts", None, "A text file with one prompt per line.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
+_STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the config's sample.steps).")
+_CFG = flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default: the config's sample.cfg).")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun"], "ODE sampler (default: the config's).")
+_SHIFT = flags.DEFINE_float("shift", None, "Timestep shift; 0 = resolution-aware (default: the config's).")
+_NEGATIVE = flags.DEFINE_string("negative_prompt", None, "Negative prompt for guidance (default: the config's).")
+_FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per video (default: the training clip length).")
+_HEIGHT = flags.DEFINE_integer("height", None, "Height in pixels (default: the training size).")
+_WIDTH = flags.DEFINE_integer("width", None, "Width in pixels (default: the training size).")
+_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
+_EMA = flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema for the raw weights).")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Videos generated per forward batch.")
+_FPS = flags.DEFINE_integer("fps", 8, "Frames per second of the written videos.")
+_SCALE = flags.DEFINE_integer("scale", 4, "Integer upscale of the written videos (toy frames are tiny).")
+
+
+class UsageError(ValueError):
+  pass
+
+
+def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
+  """Prompts from flags or file, validated: non-empty, within the tokenizer's length."""
+  if bool(prompt_flags) == bool(prompts_file):
+    raise UsageError("Give prompts with --prompt=\"...\" (repeatable) or --prompts=FILE, exactly one of them.")
+  if prompts_file:
+    if not os.path.isfile(prompts_file):
+      raise UsageError(f"Prompts file {prompts_file!r} does not exist; pass a text file with one prompt per line.")
+    with open(prompts_file, encoding="utf-8") as f:
+      prompts = [line.strip() for line in f if line.strip()]
+    if not prompts:
+      raise UsageError(f"Prompts file {prompts_file!r} holds no prompts; write one prompt per line.")
+  else:
+    prompts = [p.strip() for p in prompt_flags]
+  for i, p in enumerate(prompts):
+    if not p:
+      raise UsageError(f"Prompt {i + 1} is empty; describe the video you want (e.g. \"a red circle moving left\").")
+    tokenizer.encode_batch([p])  # raises PromptError naming the prompt if it is too long
+  return prompts
+
+
+def run(argv_flags=None):
+  import jax
+  import numpy as np
+  from tqdm import tqdm
+
+  from vdit import checkpoint as ckpt_lib
+  from vdit import config_io, sharding, train_state, video_io
+  from vdit.sampling import VideoSampler, to_uint8
+  from vdit.text.tokenizer import Tokenizer
+
+  config = config_io.load(_WORKDIR.value)
+  s, d = config.sample, config.data
+  tokenizer = Tokenizer(config.text.max_length)
+  prompts = read_prompts(_PROMPT.value, _PROMPTS.value, tokenizer)
+  negative = s.negative_prompt if _NEGATIVE.value is None else _NEGATIVE.value
+  tokenizer.encode_batch([negative])
+
+  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(_WORKDIR.value), read_only=True)
+  step = _STEP.value if _STEP.value is not None else checkpointer.latest_step()
+  if step is None:
+    raise ckpt_lib.CheckpointError(f"No checkpoint in {checkpointer.directory}; train first with vdit.main.")
+  if step not in checkpointer.all_steps():
+    raise ckpt_lib.CheckpointError(f"No checkpoint for step {step}; available: {checkpointer.all_steps()}.")
+  saved = checkpointer.read_meta(step).get("model_signature", {})
+  if saved != config_io.model_signature(config):
+    raise ckpt_lib.CheckpointError(f"Checkpoint step {step} does not match {_WORKDIR.value}/config.json: "
+                                   f"{ckpt_lib.describe_mismatch(saved, config_io.model_signature(config))}.")
+
+  mesh = sharding.make_mesh({"data": -1})
+  graphdef, _ = train_state.abstract_model(config)
+  shardings = train_state.param_shardings(config, mesh)
+  abstract = jax.eval_shape(lambda: train_state.init_params(config, jax.random.key(0)))
+  target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
+  params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
+  checkpointer.close()
+
+  num_frames = _FRAMES.value or d.num_frames
+  height, width = _HEIGHT.value or d.height, _WIDTH.value or d.width
+  opts = dict(num_frames=num_frames, height=height, width=width, channels=config.model.in_channels,
+              patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
+              cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,
+              shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative)
+  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+  seeds = [_SEED.value + i for i in range(len(prompts))]
+  videos = []
+  for start in range(0, len(prompts), _BATCH.value):
+    chunk = slice(start, start + _BATCH.value)
+    progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + _BATCH.value, len(prompts))}",
+                                         disable=jax.process_index() > 0)
+    videos.extend(to_uint8(sampler.generate(prompts[chunk], seeds[chunk], progress=progress, **opts)))
+
+  if jax.process_index() == 0:
+    write_outputs(_OUT.value, prompts, seeds, videos, step=step, workdir=_WORKDIR.value, opts=opts)
+
+
+def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
+  from vdit import video_io
+  os.makedirs(out, exist_ok=True)
+  records = []
+  for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
+    mp4, gif = f"{i:03d}.mp4", f"{i:03d}.gif"
+    video_io.write_mp4(os.path.join(out, mp4), video, fps=_FPS.value, scale=_SCALE.value)
+    video_io.write_gif(os.path.join(out, gif), video, fps=_FPS.value, scale=_SCALE.value)
+    records.append({"prompt": prompt, "path": mp4, "gif": gif, "seed": seed, "steps": opts["steps"],
+                    "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
+                    "negative_prompt": opts["negative_prompt"], "num_frames": opts["num_frames"],
+                    "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
+                    "workdir": os.path.abspath(workdir), "ema": _EMA.value})
+  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet([v for v in videos]))
+  tmp = os.path.join(out, "index.jsonl.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    for r in records:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
+  os.replace(tmp, os.path.join(out, "index.jsonl"))
+  print(f"Wrote {len(records)} videos, contact_sheet.png and index.jsonl to {os.path.abspath(out)}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value or not _OUT.value:
+    raise app.UsageError("--workdir and --out are required.")
+  distributed.maybe_initialize()
+  from vdit.errors import USER_ERRORS
+  try:
+    run()
+  except USER_ERRORS + (UsageError,) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,109 @@
+"""Text-to-video generation from a parameter tree: noise per seed, guided ODE solve, uint8 frames.
+
+Shared by `vdit.sample` (the CLI) and the trainer's periodic samples. The initial noise for each
+video is drawn from its own seed for the global shape and then sharded, so results do not depend on
+the batch composition or on how many devices the batch is spread over.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vdit import sharding
+from vdit.diffusion import flow, samplers
+
+
+def initial_noise(seeds, shape, mesh=None):
+  """Noise [len(seeds), *shape] with row i drawn from seed i alone; sharded over the batch axes."""
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  draw = lambda keys: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+  if mesh is None:
+    return jax.jit(draw)(keys)
+  with jax.set_mesh(mesh):
+    return jax.jit(draw, out_shardings=sharding.batch_sharding(mesh, 1 + len(shape)))(keys)
+
+
+def sampling_shift(config_shift: float, video_shape, patch_size) -> float:
+  """A fixed shift if configured (> 0), else the resolution-aware one from the token count."""
+  if config_shift > 0:
+    return float(config_shift)
+  t, h, w = video_shape[:3]
+  return flow.resolution_shift((t // patch_size[0]) * (h // patch_size[1]) * (w // patch_size[2]))
+
+
+def to_uint8(x):
+  return np.asarray(jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255)).astype(np.uint8)
+
+
+class VideoSampler:
+  """Compiles the guided update once per (batch, shape, sampler) and loops over steps in Python."""
+
+  def __init__(self, graphdef, params, tokenizer, *, mesh=None, rules=sharding.DEFAULT_RULES):
+    self.graphdef = graphdef
+    self.params = params
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    self.rules = rules
+    self._steps = {}
+
+  def _update_fn(self, sampler: str, cfg: float):
+    key = (sampler, float(cfg))
+    if key not in self._steps:
+      update = samplers.step_fn(sampler)
+
+      def step(params, x, t, t_next, cond, uncond):
+        model = nnx.merge(self.graphdef, params)
+        with sharding.activation_rules(self.rules):
+          def model_velocity(x, t, context):
+            tokens, mask = context
+            emb = model.encode_text(tokens, mask)
+            return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask)
+          # At scale 1 guidance is the conditional velocity: skip the unconditional half.
+          velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
+                                                              None if cfg == 1.0 else uncond, cfg)
+          return update(velocity_fn, x, t, t_next)
+
+      self._steps[key] = jax.jit(step, donate_argnums=1)
+    return self._steps[key]
+
+  def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
+               sampler="euler", shift=0.0, negative_prompt="", progress=None):
+    """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds."""
+    shape = (num_frames, height, width, channels)
+    count = len(prompts)
+    prompts, seeds = _pad_to_multiple(list(prompts), list(seeds), self._batch_multiple())
+    tokens, mask = self.tokenizer.encode_batch(list(prompts))
+    neg_tokens, neg_mask = self.tokenizer.encode_batch([negative_prompt] * len(prompts))
+    batch = lambda a: self._put(jnp.asarray(a))
+    cond = (batch(tokens), batch(mask))
+    uncond = (batch(neg_tokens), batch(neg_mask))
+    x = initial_noise(seeds, shape, self.mesh)
+    grid = samplers.time_grid(steps, sampling_shift(shift, shape, patch_size))
+    step = self._update_fn(sampler, cfg)
+    pairs = list(zip(grid[:-1], grid[1:]))
+    for t, t_next in (progress(pairs) if progress else pairs):
+      if self.mesh is None:
+        x = step(self.params, x, jnp.float32(t), jnp.float32(t_next), cond, uncond)
+      else:
+        with jax.set_mesh(self.mesh):
+          x = step(self.params, x, jnp.float32(t), jnp.float32(t_next), cond, uncond)
+    return x[:count]
+
+  def _batch_multiple(self) -> int:
+    if self.mesh is None:
+      return 1
+    spec = sharding.batch_sharding(self.mesh, 1, self.rules).spec[0] or ()
+    axes = (spec,) if isinstance(spec, str) else spec
+    return int(np.prod([self.mesh.shape[a] for a in axes]))
+
+  def _put(self, a):
+    if self.mesh is None:
+      return a
+    return jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim, self.rules))
+
+
+def _pad_to_multiple(prompts, seeds, multiple):
+  """Pads with copies of the last prompt (fresh seeds) so the batch divides over the devices."""
+  extra = -len(prompts) % multiple
+  return prompts + prompts[-1:] * extra, seeds + [seeds[-1] + 1 + i for i in range(extra)]

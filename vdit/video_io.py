@@ -1,0 +1,202 @@
+"""Reading and writing videos and images: the only module that imports PyAV and Pillow.
+
+Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Every writer goes through a temporary file
+in the destination directory and renames it into place, so a crash never leaves a half-written
+file under the final name.
+"""
+import contextlib
+import fractions
+import math
+import os
+import re
+import uuid
+from typing import Iterator, Optional, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+# H.264 needs even sizes in yuv420p; crf 18 is visually near-lossless for flat toy frames.
+_MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+_MP4_OPTIONS = {"crf": "18", "preset": "medium"} if _MP4_CODEC == "libx264" else {"qscale": "2"}
+_SHEET_PAD_VALUE = 128  # mid grey separates cells from both dark backgrounds and white shapes
+# Our GIFs record their frame delay in a comment, so merged frames expand back exactly.
+_GIF_COMMENT_RE = re.compile(rb"vdit frame_ms=(\d+)")
+
+
+class VideoReadError(ValueError):
+  """A video or image file is missing, unreadable or holds no frames."""
+
+
+def mp4_codec() -> str:
+  """The encoder `write_mp4` uses: libx264, or mpeg4 where this PyAV build lacks libx264."""
+  return _MP4_CODEC
+
+
+def _check_frames(frames) -> np.ndarray:
+  frames = np.asarray(frames)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(
+        f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}; "
+        "convert with np.clip(x, 0, 255).astype(np.uint8)")
+  if frames.shape[0] == 0:
+    raise ValueError("frames is empty: a video needs at least one frame")
+  return frames
+
+
+def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+  if not isinstance(scale, (int, np.integer)) or scale < 1:
+    raise ValueError(f"scale must be a positive integer, got {scale!r}")
+  if scale == 1:
+    return frames
+  return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path next to `path`, renamed onto `path` only if the body succeeds."""
+  path = os.fspath(path)
+  directory, name = os.path.split(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_mp4(path: str, frames, fps: float, scale: int = 1) -> None:
+  """Writes frames [T, H, W, 3] uint8 as an H.264 (yuv420p) mp4.
+
+  Args:
+    path: destination file.
+    frames: uint8 [T, H, W, 3] RGB.
+    fps: frames per second.
+    scale: integer nearest-neighbour upscale, so tiny toy clips are viewable.
+  Odd sizes (after scaling) are padded to even by repeating the last row/column; the file then
+  reads back at the padded size.
+  """
+  frames = _upscale(_check_frames(frames), scale)
+  _, height, width, _ = frames.shape
+  frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+  rate = fractions.Fraction(fps).limit_denominator(1001)
+  if rate <= 0:
+    raise ValueError(f"fps must be positive, got {fps!r}")
+  with _atomic_path(path) as tmp:
+    with av.open(tmp, mode="w", format="mp4") as container:
+      stream = container.add_stream(_MP4_CODEC, rate=rate, options=_MP4_OPTIONS)
+      stream.width, stream.height = frames.shape[2], frames.shape[1]
+      stream.pix_fmt = "yuv420p"
+      for frame in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+      container.mux(stream.encode())  # flush the encoder's delayed frames
+
+
+def write_gif(path: str, frames, fps: float, scale: int = 1) -> None:
+  """Writes frames [T, H, W, 3] uint8 as a GIF that loops forever.
+
+  GIF stores delays in centiseconds, so the frame delay is rounded to 10 ms. Pillow merges
+  identical consecutive frames into one longer frame; the delay is also written as a comment so
+  `read_video` can expand them back to the original frame count.
+  """
+  frames = _upscale(_check_frames(frames), scale)
+  if fps <= 0:
+    raise ValueError(f"fps must be positive, got {fps!r}")
+  duration_ms = 10 * max(1, round(100 / fps))
+  images = [Image.fromarray(frame) for frame in frames]
+  with _atomic_path(path) as tmp:
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                   duration=duration_ms, loop=0, comment=f"vdit frame_ms={duration_ms}".encode())
+
+
+def write_png(path: str, image) -> None:
+  """Writes one uint8 image shaped [H, W], [H, W, 3] or [H, W, 4] as PNG."""
+  image = np.asarray(image)
+  channels_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
+  if image.dtype != np.uint8 or not channels_ok:
+    raise ValueError(
+        f"image must be uint8 [H, W], [H, W, 3] or [H, W, 4], got {image.dtype} {image.shape}")
+  with _atomic_path(path) as tmp:
+    Image.fromarray(image).save(tmp, format="PNG")
+
+
+def contact_sheet(videos: Sequence, max_frames: Optional[int] = None, pad: int = 2) -> np.ndarray:
+  """Tiles videos into one image: one row per video, one column per frame.
+
+  Args:
+    videos: sequence of uint8 [T, H, W, 3] arrays sharing H and W (T may differ).
+    max_frames: at most this many columns; longer videos show evenly spaced frames.
+    pad: grey border in pixels between and around cells.
+  Returns:
+    uint8 [rows*H + (rows+1)*pad, cols*W + (cols+1)*pad, 3].
+  """
+  videos = [_check_frames(v) for v in videos]
+  if not videos:
+    raise ValueError("contact_sheet needs at least one video")
+  height, width = videos[0].shape[1:3]
+  if any(v.shape[1:3] != (height, width) for v in videos):
+    raise ValueError(f"all videos must share one frame size, got {[v.shape[1:3] for v in videos]}")
+  if max_frames is not None and max_frames < 1:
+    raise ValueError(f"max_frames must be positive or None, got {max_frames}")
+  cols = max(v.shape[0] for v in videos)
+  if max_frames is not None:
+    cols = min(cols, max_frames)
+  sheet = np.full((len(videos) * (height + pad) + pad, cols * (width + pad) + pad, 3),
+                  _SHEET_PAD_VALUE, np.uint8)
+  for row, video in enumerate(videos):
+    picks = np.linspace(0, video.shape[0] - 1, min(cols, video.shape[0])).round().astype(int)
+    for col, t in enumerate(picks):
+      top, left = pad + row * (height + pad), pad + col * (width + pad)
+      sheet[top:top + height, left:left + width] = video[t]
+  return sheet
+
+
+def _read_gif(path: str) -> np.ndarray:
+  """Reads a GIF, repeating each frame by its delay over the base delay (undoes merging).
+
+  The base delay is the one `write_gif` recorded, else the GCD of all delays (exact unless every
+  frame of a foreign GIF was merged by the same factor).
+  """
+  with Image.open(path) as image:
+    match = _GIF_COMMENT_RE.fullmatch(image.info.get("comment", b""))
+    frames, durations = [], []
+    for index in range(getattr(image, "n_frames", 1)):
+      image.seek(index)
+      frames.append(np.asarray(image.convert("RGB")))
+      durations.append(int(image.info.get("duration") or 0))
+  base = math.gcd(*durations) if all(durations) else 0
+  if base and match and all(d % int(match.group(1)) == 0 for d in durations):
+    base = int(match.group(1))
+  repeats = [d // base for d in durations] if base else [1] * len(frames)
+  return np.stack(frames).repeat(repeats, axis=0)
+
+
+def _read_container(path: str) -> np.ndarray:
+  with av.open(path) as container:
+    if not container.streams.video:
+      raise VideoReadError(f"{path}: no video stream")
+    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+  if not frames:
+    raise VideoReadError(f"{path}: video stream holds no frames")
+  return np.stack(frames)
+
+
+def read_video(path: str) -> np.ndarray:
+  """Reads an mp4, webm or gif as uint8 [T, H, W, 3] RGB.
+
+  Raises:
+    VideoReadError: the file is missing, corrupt or has no frames; the message names the file.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise VideoReadError(f"{path}: no such video file")
+  with open(path, "rb") as f:
+    is_gif = f.read(4) == b"GIF8"
+  try:
+    return _read_gif(path) if is_gif else _read_container(path)
+  except VideoReadError:
+    raise
+  except (av.FFmpegError, OSError, ValueError, EOFError) as e:
+    raise VideoReadError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
