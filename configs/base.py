@@ -40,6 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
   c.model.rope_theta = 10000.0
+  c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   c.model.remat = "none"  # none | full | dots
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"

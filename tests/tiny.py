@@ -28,3 +28,10 @@ def tiny_config(data_dir: str = "", **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def get_config(arg: str | None = None):
+  """Config-file entry point (`--config=tests/tiny.py:DATA_DIR`) for subprocess tests."""
+  config = tiny_config(arg or "")
+  config.lock()
+  return config

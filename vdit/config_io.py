@@ -11,7 +11,7 @@ import ml_collections
 from vdit.diffusion.flow import TIMESTEP_SAMPLERS
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.dit import REMAT_POLICIES
-from vdit.model.factory import DTYPES
+from vdit.model.factory import DTYPES, PREDICTIONS
 
 CONFIG_FILE = "config.json"
 # Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
@@ -31,6 +31,7 @@ def validate(config) -> None:
   """Checks values a typo-proof (locked) config can still get wrong; one clear message each."""
   m, t, tr = config.model, config.text, config.train
   _require(m.remat in REMAT_POLICIES, f"config.model.remat={m.remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
+  _require(m.prediction in PREDICTIONS, f"config.model.prediction={m.prediction!r}; choose one of {PREDICTIONS}.")
   for key in ("dtype", "param_dtype"):
     _require(m[key] in DTYPES, f"config.model.{key}={m[key]!r}; choose one of {sorted(DTYPES)}.")
   _require(len(m.patch_size) == 3 and all(int(p) > 0 for p in m.patch_size),

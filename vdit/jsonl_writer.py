@@ -13,7 +13,7 @@ class JsonlWriter(metric_writers.MetricWriter):
 
   def __init__(self, path: str):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")
+    self._file = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered: survives a kill
 
   def write_scalars(self, step, scalars):
     record = {"step": int(step)}

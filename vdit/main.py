@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vdit import distributed
+from vdit import distributed, logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
                                           lock_config=True)
@@ -20,6 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
   distributed.maybe_initialize()
   from vdit import train  # after distributed init: importing jax-heavy modules is fine, using devices is not
   from vdit.errors import USER_ERRORS

@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
-from vdit import distributed
+from vdit import distributed, logs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
 _PROMPT = flags.DEFINE_multi_string("prompt", None, "A prompt; repeat the flag for several.")
@@ -141,6 +141,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value or not _OUT.value:
     raise app.UsageError("--workdir and --out are required.")
+  logs.quiet_library_logs()
   distributed.maybe_initialize()
   from vdit.errors import USER_ERRORS
   try:

@@ -109,6 +109,27 @@ def write_samples(config, sampler, state, step, workdir, writer):
     writer.write_images(step, {"samples": sheet[None]})
 
 
+def build_train_step(config, mesh, tx, tokenizer):
+  """The jitted step: state donated, state shardings pinned, activation rules applied while tracing."""
+  graphdef, _ = train_state.abstract_model(config)
+  empty_tokens, empty_mask = tokenizer.encode_batch([""])
+  d, m = config.diffusion, config.model
+  num_tokens = ((config.data.num_frames // m.patch_size[0]) * (config.data.height // m.patch_size[1]) *
+                (config.data.width // m.patch_size[2]))
+  step_fn = make_train_step(
+      graphdef, tx, empty_tokens=jnp.asarray(empty_tokens[0]), empty_mask=jnp.asarray(empty_mask[0]),
+      caption_dropout=config.text.caption_dropout, timestep_sampling=d.timestep_sampling,
+      logit_mean=d.logit_mean, logit_std=d.logit_std,
+      shift=d.shift if d.shift > 0 else flow.resolution_shift(num_tokens), ema_decay=config.optim.ema_decay)
+  shardings = train_state.state_shardings(config, mesh, tx)
+
+  def traced_step(state, batch, key):
+    with sharding.activation_rules(sharding.DEFAULT_RULES):
+      return step_fn(state, batch, key)
+
+  return jax.jit(traced_step, out_shardings=(shardings, None), donate_argnums=0)
+
+
 def train_and_evaluate(config, workdir: str):
   # ---- Setup -------------------------------------------------------------------------------------
   config = resolve_config(config)
@@ -154,22 +175,7 @@ def train_and_evaluate(config, workdir: str):
 
   # ---- Compiled step -----------------------------------------------------------------------------
   graphdef, _ = train_state.abstract_model(config)
-  empty_tokens, empty_mask = tokenizer.encode_batch([""])
-  d = config.diffusion
-  num_tokens = (config.data.num_frames // config.model.patch_size[0]) * (
-      config.data.height // config.model.patch_size[1]) * (config.data.width // config.model.patch_size[2])
-  step_fn = make_train_step(
-      graphdef, tx, empty_tokens=jnp.asarray(empty_tokens[0]), empty_mask=jnp.asarray(empty_mask[0]),
-      caption_dropout=config.text.caption_dropout, timestep_sampling=d.timestep_sampling,
-      logit_mean=d.logit_mean, logit_std=d.logit_std,
-      shift=d.shift if d.shift > 0 else flow.resolution_shift(num_tokens), ema_decay=config.optim.ema_decay)
-  shardings = train_state.state_shardings(config, mesh, tx)
-
-  def traced_step(state, batch, key):
-    with sharding.activation_rules(sharding.DEFAULT_RULES):
-      return step_fn(state, batch, key)
-
-  jit_step = jax.jit(traced_step, out_shardings=(shardings, None), donate_argnums=0)
+  jit_step = build_train_step(config, mesh, tx, tokenizer)
   sampler = VideoSampler(graphdef, state["ema"], tokenizer, mesh=mesh)
 
   # ---- Loop --------------------------------------------------------------------------------------

@@ -18,18 +18,36 @@ def dtype_from_name(name: str):
   return DTYPES[name]
 
 
-class Generator(nnx.Module):
-  """Text encoder + video DiT. `encode_text` then `velocity`, as the trainer and samplers use them."""
+PREDICTIONS = ("velocity", "x")
 
-  def __init__(self, text_encoder, dit):
+
+class Generator(nnx.Module):
+  """Text encoder + video DiT. `encode_text` then `velocity`, as the trainer and samplers use them.
+
+  prediction="velocity": the DiT output is the flow velocity (Wan, SD3). prediction="x": the DiT
+  outputs the clean video and the velocity is (x_t - x_hat) / t (JiT, "Back to Basics", 2025):
+  clean data lies near a low-dimensional manifold, which a small network reaches much faster than
+  high-dimensional noise, the case for large pixel patches. Both train on the velocity loss.
+  """
+
+  def __init__(self, text_encoder, dit, prediction: str = "velocity", min_time: float = 0.05):
+    if prediction not in PREDICTIONS:
+      raise ValueError(f"Unknown prediction {prediction!r}; choose one of {PREDICTIONS}.")
     self.text_encoder = text_encoder
     self.dit = dit
+    self.prediction = prediction
+    self.min_time = min_time
 
   def encode_text(self, tokens, mask):
     return self.text_encoder(tokens, mask)
 
   def velocity(self, x, t, context, context_mask):
-    return self.dit(x, t, context, context_mask)
+    out = self.dit(x, t, context, context_mask)
+    if self.prediction == "velocity":
+      return out
+    # Clipping t bounds the 1/t gain near clean data, where the velocity matters least.
+    t = jnp.maximum(t, self.min_time).reshape((-1,) + (1,) * (x.ndim - 1))
+    return (x.astype(jnp.float32) - out) / t
 
 
 def build_model(config, rngs: nnx.Rngs) -> Generator:
@@ -41,4 +59,4 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
             remat=m.remat, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-  return Generator(text_encoder, dit)
+  return Generator(text_encoder, dit, prediction=m.prediction)

@@ -1,0 +1,31 @@
+"""Shared test helpers: toy data on disk and running the CLIs as a user would."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_toy_data(directory, num_clips=128, num_frames=6, size=16):
+  from data_prep import toy_world
+  toy_world.generate(str(directory), num_clips=num_clips, num_frames=num_frames, height=size, width=size,
+                     num_held_out=4, num_shards=2, seed=0)
+  return str(directory)
+
+
+def cli_env():
+  env = dict(os.environ)
+  env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  return env
+
+
+def cli(module, *args, **kwargs):
+  """Runs `python -m module args...` from the repo root; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(),
+                        capture_output=True, text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def popen(module, *args):
+  return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

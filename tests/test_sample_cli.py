@@ -1,0 +1,68 @@
+"""`vdit.sample` as a user runs it: outputs, index.jsonl, and one clear error per bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.helpers import cli, make_toy_data
+from vdit import video_io
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  data = make_toy_data(tmp_path_factory.mktemp("data"))
+  workdir = str(tmp_path_factory.mktemp("run"))
+  result = cli("vdit.main", "--config=tests/tiny.py:" + data, f"--workdir={workdir}", "--config.train.num_steps=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("a red circle moving left\n\na blue square moving up\nune étoile verte\n", encoding="utf-8")
+  out = tmp_path / "out"
+  result = cli("vdit.sample", f"--workdir={workdir}", f"--prompts={prompts}", f"--out={out}", "--seed=7",
+               "--steps=2", "--cfg=2.5", "--negative_prompt=blurry", "--scale=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in (out / "index.jsonl").read_text(encoding="utf-8").splitlines()]
+  assert [r["prompt"] for r in records] == ["a red circle moving left", "a blue square moving up", "une étoile verte"]
+  assert [r["seed"] for r in records] == [7, 8, 9]
+  for r in records:
+    assert {"prompt", "path", "seed", "steps", "cfg"} <= set(r)
+    assert r["steps"] == 2 and r["cfg"] == 2.5 and r["negative_prompt"] == "blurry"
+    assert not os.path.isabs(r["path"])
+    frames = video_io.read_video(str(out / r["path"]))
+    assert frames.shape == (4, 32, 32, 3)  # 4 frames of 16x16 at scale 2
+    assert video_io.read_video(str(out / r["gif"])).shape == (4, 32, 32, 3)
+  assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_video(workdir, tmp_path):
+  outs = []
+  for name in ("a", "b"):
+    result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle moving left", f"--out={tmp_path / name}",
+                 "--steps=2", "--seed=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    outs.append(video_io.read_video(str(tmp_path / name / "000.gif")))
+  np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt="], "empty"),
+    (["--prompt=" + "word " * 40], "the limit is"),
+    (["--prompts=/no/such/file.txt"], "does not exist"),
+    ([], "exactly one"),
+])
+def test_bad_prompts_give_one_clear_error(workdir, tmp_path, args, message):
+  result = cli("vdit.sample", f"--workdir={workdir}", f"--out={tmp_path / 'out'}", *args)
+  assert result.returncode == 2
+  assert message in result.stderr.lower()
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
+  result = cli("vdit.sample", f"--workdir={tmp_path}", "--prompt=a red circle moving left", f"--out={tmp_path / 'o'}")
+  assert result.returncode == 2
+  assert "config.json" in result.stderr and "Traceback" not in result.stderr
