@@ -31,15 +31,16 @@ def toy_config():
 
 
 def mid_config():
-  """A mid-size model: dim 384, 8 blocks, 16 frames at 64x64 in (2,4,4) tubelets = 2048 tokens."""
+  """A mid-size model: dim 384, 8 blocks, 8 frames at 64x64 in (2,4,4) tubelets = 1024 tokens."""
   config = toy.get_config()
   with config.unlocked():
     config.data.height = config.data.width = 64
-    config.data.num_frames = 16
+    config.data.num_frames = 8
+    config.model.remat = "full"
     config.model.patch_size = (2, 4, 4)
     config.model.dim, config.model.depth, config.model.num_heads, config.model.mlp_ratio = 384, 8, 6, 4.0
     config.text.dim, config.text.depth = 256, 2
-    config.train.global_batch_size = 8
+    config.train.global_batch_size = 4
   return config
 
 

@@ -5,19 +5,19 @@ Launch (the README demo does all of this):
   python -m vdit.main --config=configs/toy.py --workdir=runs/toy
   python -m vdit.sample --workdir=runs/toy --prompt="a red circle moving left" --out=runs/toy/samples
 
-Arguments (`--config=configs/toy.py:steps=600`): steps (training steps).
+Arguments (`--config=configs/toy.py:steps=2500`): steps (training steps).
 """
 from configs import base
 
 
 def get_config(arg: str | None = None):
-  args = base.parse_args(arg, steps=600)
+  args = base.parse_args(arg, steps=2500)
   config = base.default_config()
   config.data.dir = "runs/toy_data"
   config.data.num_frames = 8
 
   config.model.in_channels = 3
-  config.model.patch_size = (2, 4, 4)
+  config.model.patch_size = (2, 8, 8)  # 4x4x4 = 64 tokens per 8x32x32 clip
   config.model.dim = 128
   config.model.depth = 4
   config.model.num_heads = 4
@@ -31,12 +31,12 @@ def get_config(arg: str | None = None):
   config.text.mlp_ratio = 2.0
 
   config.train.num_steps = int(args["steps"])
-  config.train.global_batch_size = 32
+  config.train.global_batch_size = 16
   config.train.log_every = 25
-  config.train.checkpoint_every = 100
+  config.train.checkpoint_every = 500
   config.train.sample_every = 0
 
-  config.optim.peak_lr = 1e-3
+  config.optim.peak_lr = 1.5e-3
   config.optim.warmup_steps = 50
   config.optim.ema_decay = 0.99
 

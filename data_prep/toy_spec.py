@@ -25,8 +25,9 @@ _CAPTION_RE = re.compile(r"^\s*an? (\w+) (\w+) moving (\w+)\s*\.?\s*$")
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
-  """The canonical caption, e.g. 'a red circle moving left'."""
-  return f"a {colour} {shape} moving {direction}"
+  """The canonical caption, e.g. 'a red circle moving left', 'an orange square moving up'."""
+  article = "an" if colour[0] in "aeiou" else "a"
+  return f"{article} {colour} {shape} moving {direction}"
 
 
 def parse_caption(text: str):

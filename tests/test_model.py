@@ -57,10 +57,14 @@ def test_dit_forward_any_frame_count_and_size_and_zero_init_output():
   mask = jnp.arange(12)[None].repeat(2, 0) < jnp.array([[3], [5]])
   context = model.encode_text(tokens, mask)
   for shape in [(2, 4, 32, 32, 3), (2, 8, 16, 48, 3), (2, 2, 8, 8, 3)]:
-    v = model.velocity(jnp.ones(shape), jnp.array([0.3, 0.9]), context, mask)
-    assert v.shape == shape
-    # adaLN-zero + zero-initialised head: an untrained model predicts exactly zero.
-    assert float(jnp.abs(v).max()) == 0.0
+    x, t = jnp.ones(shape), jnp.array([0.3, 0.9])
+    out = model.dit(x, t, context, mask)
+    assert out.shape == shape
+    # adaLN-zero + zero-initialised head: an untrained network outputs exactly zero ...
+    assert float(jnp.abs(out).max()) == 0.0
+    # ... which x-prediction turns into the velocity (x_t - 0) / t.
+    assert model.prediction == "x"
+    np.testing.assert_allclose(model.velocity(x, t, context, mask), x / t[:, None, None, None, None], rtol=1e-6)
 
 
 def test_text_padding_does_not_change_the_output():

@@ -38,18 +38,19 @@ def _synthetic_batch(config, batch_size, seed=0):
           "tokens": tokens, "text_mask": mask}
 
 
-def _run_steps(config, mesh, batch, num_steps=2):
+def _run_steps(config, mesh, batch, num_steps=3):
   tx = train_state.make_optimizer(config.optim, config.train.num_steps)
   state = train_state.create_state(config, mesh, tx, jax.random.key(0))
   step = build_train_step(config, mesh, tx, Tokenizer(config.text.max_length))
   put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
   batch = {k: put(v) for k, v in batch.items()}
-  losses = []
+  losses, grad_norms = [], []
   for i in range(num_steps):
     with jax.set_mesh(mesh):
       state, metrics = step(state, batch, jax.random.key(i))
     losses.append(float(metrics["loss"]))
-  return state, losses
+    grad_norms.append(float(metrics["grad_norm"]))
+  return state, losses, grad_norms
 
 
 def test_sharded_step_equals_single_device_step():
@@ -59,13 +60,14 @@ def test_sharded_step_equals_single_device_step():
   batch = _synthetic_batch(config, 8)
   single = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   three_axis = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  state_1, losses_1 = _run_steps(config, single, batch)
-  state_8, losses_8 = _run_steps(config, three_axis, batch)
-  # Tolerance: float32 reductions reorder across shards; 1e-5 relative on the loss, 1e-5 absolute on
-  # parameters after two AdamW steps (update magnitude ~1e-3).
+  _, losses_1, norms_1 = _run_steps(config, single, batch)
+  state_8, losses_8, norms_8 = _run_steps(config, three_axis, batch)
+  # Tolerance: float32 reductions reorder across shards (~1e-7 relative per op). Losses of steps 2-3
+  # depend on the updated parameters, so a wrong gradient or update on any shard shows up there.
+  # (Parameters are not compared elementwise: Adam's g/sqrt(v) turns float noise on near-zero
+  # gradients into sign flips of size lr.)
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(state_8["params"]), jax.tree.leaves(state_1["params"])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+  np.testing.assert_allclose(norms_8, norms_1, rtol=1e-4)
   # The parameters really are spread over the mesh.
   kernel = state_8["params"]["dit"]["blocks"]["mlp"]["up"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")

@@ -1,4 +1,5 @@
 """Training end to end: loss falls, exact resume after SIGKILL, SIGTERM checkpoint, bad input."""
+import json
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ def test_loss_falls_on_toy_data(toy_data, tmp_path):
   with config.unlocked():
     config.train.num_steps = 60
     config.train.checkpoint_every = 60
+    config.train.sample_every = 60
     config.optim.peak_lr = 2e-3
     config.optim.warmup_steps = 5
   train_and_evaluate(config, str(tmp_path))
@@ -39,6 +41,8 @@ def test_loss_falls_on_toy_data(toy_data, tmp_path):
   last = np.mean([losses[s] for s in range(51, 61)])
   assert last < 0.7 * first, (first, last)
   assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "60"))
+  samples = os.listdir(os.path.join(tmp_path, "samples", "step_00000060"))
+  assert len(samples) == len(config.sample.prompts) and all(s.endswith(".gif") for s in samples)
 
 
 def _train_args(workdir, data, steps):
@@ -54,7 +58,7 @@ def _committed_steps(workdir):
 
 
 def test_sigkill_then_rerun_resumes_exactly(toy_data, tmp_path):
-  steps = 160
+  steps = 40
   reference = str(tmp_path / "uninterrupted")
   result = cli("vdit.main", *_train_args(reference, toy_data, steps))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -97,13 +101,15 @@ def test_sigterm_writes_a_final_checkpoint(toy_data, tmp_path):
 
 def test_incompatible_checkpoint_is_refused_without_damage(toy_data, tmp_path):
   workdir = str(tmp_path)
-  assert cli("vdit.main", *_train_args(workdir, toy_data, 4)).returncode == 0
+  assert cli("vdit.main", *_train_args(workdir, toy_data, 2), "--config.train.checkpoint_every=2").returncode == 0
   before = _committed_steps(workdir)
   result = cli("vdit.main", *_train_args(workdir, toy_data, 8), "--config.model.dim=48")
   assert result.returncode == 2
   assert "different model config" in result.stderr and "model.dim" in result.stderr
   assert "Traceback" not in result.stderr
   assert _committed_steps(workdir) == before
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["dim"] == 32  # the run's recorded config is untouched
 
 
 @pytest.mark.parametrize("override, message", [

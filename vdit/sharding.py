@@ -16,7 +16,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical name -> mesh axis (or tuple of axes, or None). Parameters: 'embed' is sharded over fsdp
-# (ZeRO-3 style), 'mlp'/'heads' over tensor (Megatron style). Activations: the batch over data+fsdp.
+# (ZeRO-3 style), 'mlp'/'heads' over tensor (Megatron style) and also over fsdp where 'embed' has
+# not taken it (vectors like biases, output projections), so every large parameter is split.
+# Activations: the batch over data+fsdp.
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -24,8 +26,8 @@ DEFAULT_RULES = (
     ("act_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
+    ("mlp", ("tensor", "fsdp")),
+    ("heads", ("tensor", "fsdp")),
     ("kv", None),
     ("vocab", "tensor"),
     ("patch", None),

@@ -38,14 +38,18 @@ class PreemptionFlag:
     logging.warning("SIGTERM received: writing a final checkpoint before exiting.")
     self.requested = True
 
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      try:
-        return self.requested or multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:  # no preemption service outside managed TPU/GPU runtimes
-        return self.requested
-    return self.requested
+  def should_stop(self, step: int, sync: bool) -> bool:
+    """Single process: the local flag. Multi-process: JAX's preemption sync point every step, and
+    the hosts' SIGTERM flags combined at `sync` steps, so all hosts stop at the same step."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    try:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return True
+    except RuntimeError:  # no preemption service outside managed TPU/GPU runtimes
+      pass
+    return sync and bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
 
 
 def resolve_config(config):
@@ -134,12 +138,17 @@ def train_and_evaluate(config, workdir: str):
   # ---- Setup -------------------------------------------------------------------------------------
   config = resolve_config(config)
   workdir = os.path.abspath(workdir)
+  tr = config.train
+  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), max_to_keep=tr.keep_checkpoints,
+                                       async_save=tr.async_checkpoint)
+  latest = checkpointer.latest_step()
+  if latest is not None:  # before anything is written: a refused resume must leave the workdir as it was
+    _check_compatible(checkpointer, latest, config, workdir)
   if jax.process_index() == 0:
     config_io.save(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
     writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
-  tr = config.train
 
   # ---- Mesh --------------------------------------------------------------------------------------
   mesh = sharding.make_mesh(dict(config.mesh))
@@ -160,11 +169,7 @@ def train_and_evaluate(config, workdir: str):
   tx = train_state.make_optimizer(config.optim, tr.num_steps)
   schedule = train_state.learning_rate_schedule(config.optim, tr.num_steps)
   base_key = jax.random.key(config.seed)
-  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), max_to_keep=tr.keep_checkpoints,
-                                       async_save=tr.async_checkpoint)
-  latest = checkpointer.latest_step()
   if latest is not None:
-    _check_compatible(checkpointer, latest, config, workdir)
     target = train_state.abstract_state(config, mesh, tx)
     restored = checkpointer.restore(latest, target, data_args=pipeline.checkpoint_restore_args(data_iter))
     state = dict(restored, step=jax.device_put(jnp.int32(latest), target["step"].sharding))
@@ -205,7 +210,7 @@ def train_and_evaluate(config, workdir: str):
       pending = []
     if tr.sample_every and step % tr.sample_every == 0:
       write_samples(config, sampler, state, step, workdir, writer)
-    stop = preemption.should_stop(step)
+    stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
     if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
       checkpointer.save(step, state, meta=meta, data_args=pipeline.checkpoint_save_args(data_iter), force=True)
     if stop:
