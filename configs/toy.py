@@ -5,13 +5,13 @@ Launch (the README demo does all of this):
   python -m vdit.main --config=configs/toy.py --workdir=runs/toy
   python -m vdit.sample --workdir=runs/toy --prompt="a red circle moving left" --out=runs/toy/samples
 
-Arguments (`--config=configs/toy.py:steps=2500`): steps (training steps).
+Arguments (`--config=configs/toy.py:steps=3000`): steps (training steps).
 """
 from configs import base
 
 
 def get_config(arg: str | None = None):
-  args = base.parse_args(arg, steps=2500)
+  args = base.parse_args(arg, steps=3000)
   config = base.default_config()
   config.data.dir = "runs/toy_data"
   config.data.num_frames = 8
@@ -37,11 +37,14 @@ def get_config(arg: str | None = None):
   config.train.sample_every = 0
 
   config.optim.peak_lr = 1.5e-3
-  config.optim.warmup_steps = 50
+  config.optim.warmup_steps = 100
   config.optim.ema_decay = 0.99
 
+  # Layout and motion are decided at high noise; weight training toward it (t=1 is noise).
+  config.diffusion.logit_mean = 0.8
+
   config.sample.steps = 20
-  config.sample.cfg = 3.0
+  config.sample.cfg = 4.0
   config.sample.prompts = ("a red circle moving left", "a blue square moving up")
   config.lock()
   return config

@@ -10,7 +10,7 @@ WORKDIR=${WORKDIR:-runs/toy}
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
 
 echo "== 1/4 toy world -> $DATA"
-[ -f "$DATA/metadata.json" ] || "$PY" -m data_prep.toy_world --output="$DATA"
+[ -f "$DATA/metadata.json" ] || "$PY" -m data_prep.toy_world --output="$DATA" --num_clips=8192
 
 echo "== 2/4 train -> $WORKDIR (resumes if interrupted)"
 "$PY" -m vdit.main --config=configs/toy.py --workdir="$WORKDIR" --config.data.dir="$DATA" "$@"
