@@ -1,10 +1,11 @@
 """Keeps the console readable: library INFO chatter (Orbax logs every file it writes) is dropped,
-warnings and errors from every library are kept, and vdit's own INFO lines stay."""
+warnings and errors from every library are kept, and vdit's and clu's INFO lines stay."""
 import logging as py_logging
 
 from absl import logging
 
-_CHATTY_PATHS = ("/orbax/", "/grain/", "/clu/", "/jax/", "/tensorflow/", "/etils/")
+# clu is not here: its logging writer prints the training metrics.
+_CHATTY_PATHS = ("/orbax/", "/grain/", "/jax/", "/tensorflow/", "/etils/")
 
 
 class _DropLibraryInfo(py_logging.Filter):
