@@ -3,12 +3,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import dit_xl, wan_1p3b
 from tests.tiny import tiny_config
 from vdit import sharding, train_state
+from vdit.diffusion import flow
 from vdit.text.tokenizer import Tokenizer
 from vdit.train import build_train_step
+from vdit.train_step import video_to_model_space
 
 
 def test_make_mesh_fills_and_rejects_bad_shapes():
@@ -25,8 +28,10 @@ def test_make_mesh_fills_and_rejects_bad_shapes():
 def test_logical_rules_map_to_mesh_axes():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   assert sharding.logical_to_spec(("embed", "mlp"), shape=(64, 128), mesh=mesh) == jax.sharding.PartitionSpec("fsdp", "tensor")
-  # A dim the mesh axis does not divide is replicated rather than failing.
-  assert sharding.logical_to_spec(("embed", "mlp"), shape=(63, 128), mesh=mesh) == jax.sharding.PartitionSpec(None, "tensor")
+  # A dim the mesh axis does not divide is replicated rather than failing; fsdp then moves to 'mlp'.
+  assert sharding.logical_to_spec(("embed", "mlp"), shape=(63, 128), mesh=mesh) == jax.sharding.PartitionSpec(
+      None, ("tensor", "fsdp"))
+  assert sharding.logical_to_spec(("mlp",), shape=(128,), mesh=mesh) == jax.sharding.PartitionSpec(("tensor", "fsdp"))
   assert sharding.logical_to_spec(("batch", "length"), shape=(8, 3), mesh=mesh) == jax.sharding.PartitionSpec(("data", "fsdp"), None)
 
 
@@ -38,7 +43,7 @@ def _synthetic_batch(config, batch_size, seed=0):
           "tokens": tokens, "text_mask": mask}
 
 
-def _run_steps(config, mesh, batch, num_steps=3):
+def _run_steps(config, mesh, batch, num_steps=2):
   tx = train_state.make_optimizer(config.optim, config.train.num_steps)
   state = train_state.create_state(config, mesh, tx, jax.random.key(0))
   step = build_train_step(config, mesh, tx, Tokenizer(config.text.max_length))
@@ -62,8 +67,8 @@ def test_sharded_step_equals_single_device_step():
   three_axis = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   _, losses_1, norms_1 = _run_steps(config, single, batch)
   state_8, losses_8, norms_8 = _run_steps(config, three_axis, batch)
-  # Tolerance: float32 reductions reorder across shards (~1e-7 relative per op). Losses of steps 2-3
-  # depend on the updated parameters, so a wrong gradient or update on any shard shows up there.
+  # Tolerance: float32 reductions reorder across shards (~1e-7 relative per op). The loss of
+  # step 2 depends on the updated parameters, so a wrong gradient or update on any shard shows there.
   # (Parameters are not compared elementwise: Adam's g/sqrt(v) turns float noise on near-zero
   # gradients into sign flips of size lr.)
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
@@ -91,3 +96,41 @@ def test_pod_configs_initialise_abstractly_and_fsdp_shards_every_large_param(get
   # Optimizer moments follow their parameters.
   mu = jax.tree.leaves(state["opt_state"])
   assert any(getattr(x, "sharding", None) is not None and x.sharding.spec != jax.sharding.PartitionSpec() for x in mu)
+
+
+def _gradients(config, mesh, params, batch):
+  """Flow-matching loss gradients for fixed times and noise (no optimizer involved)."""
+  graphdef, _ = train_state.abstract_model(config)
+  params = jax.device_put(params, train_state.param_shardings(config, mesh))
+  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
+
+  def loss(params, batch):
+    with sharding.activation_rules(sharding.DEFAULT_RULES):
+      model = nnx.merge(graphdef, params)
+      x0 = video_to_model_space(batch["video"])
+      t = jnp.linspace(0.1, 0.9, x0.shape[0])
+      x_t, target = flow.noisy_sample(x0, jax.random.normal(jax.random.key(1), x0.shape), t)
+      context = model.encode_text(batch["tokens"], batch["text_mask"])
+      return jnp.mean(jnp.square(model.velocity(x_t, t, context, batch["text_mask"]) - target))
+
+  with jax.set_mesh(mesh):
+    return jax.jit(jax.grad(loss))(params, batch)
+
+
+def test_sharded_gradients_equal_single_device_gradients():
+  """Every parameter's gradient on a data x fsdp x tensor mesh matches one device. Parameters are
+  perturbed away from init so every path (zero-init heads, gates) carries gradient."""
+  config = tiny_config()
+  with config.unlocked():
+    config.data.height = config.data.width = 16
+  params = train_state.init_params(config, jax.random.key(0))
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  batch = _synthetic_batch(config, 8)
+  single = _gradients(config, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]), params, batch)
+  sharded = _gradients(config, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}), params, batch)
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(single)[0], jax.tree.leaves(sharded)):
+    a, b = np.asarray(a), np.asarray(b)
+    # Tolerance: 1e-4 of the leaf's largest gradient (float32 reordering gives ~1e-6).
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max() + 1e-9, jax.tree_util.keystr(path)

@@ -166,3 +166,18 @@ def test_cli_prints_and_writes_report(clips, tmp_path):
       cwd=_REPO, capture_output=True, text=True, check=True)
   assert json.loads(result.stdout) == json.loads(out.read_text())
   assert json.loads(out.read_text())["both_accuracy"] == 1.0
+
+
+def test_blended_edges_keep_their_colour():
+  """A shape whose pixels are the colour blended over the background (soft edges, blur) is read
+  as that colour: half-covered yellow is nearer orange in RGB, but it is still yellow."""
+  frames = np.zeros((6, 32, 32, 3), np.float32) + np.array(toy_spec.BACKGROUND, np.float32)
+  for colour in ("yellow", "cyan", "magenta"):
+    rgb = np.array(toy_spec.COLOURS[colour], np.float32)
+    clip = frames.copy()
+    for t in range(6):
+      x = 4 + 3 * t
+      clip[t, 10:20, x:x + 8] = toy_spec.BACKGROUND + 0.5 * (rgb - toy_spec.BACKGROUND)  # soft rim
+      clip[t, 13:17, x + 2:x + 6] = rgb  # solid core
+    result = toy.judge_video(np.round(clip).astype(np.uint8), colour, "right")
+    assert result["pred_colour"] == colour and result["direction_ok"], result

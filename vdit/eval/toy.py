@@ -27,19 +27,29 @@ _NONE = "none"
 
 _PALETTE_NAMES = tuple(toy_spec.COLOURS)
 _PALETTE_RGB = np.array([toy_spec.COLOURS[n] for n in _PALETTE_NAMES], np.float32)
+_BACKGROUND = np.array(toy_spec.BACKGROUND, np.float32)
 
 
 def _foreground_mask(frames_thw3: np.ndarray) -> np.ndarray:
-  diff = frames_thw3.astype(np.float32) - np.array(toy_spec.BACKGROUND, np.float32)
+  diff = frames_thw3.astype(np.float32) - _BACKGROUND
   return np.linalg.norm(diff, axis=-1) > _FOREGROUND_DISTANCE
 
 
 def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray) -> str:
-  """Nearest palette colour to the median foreground RGB, or 'none' without foreground."""
+  """The palette colour that best explains the foreground as that colour blended over the background.
+
+  Each foreground pixel p is fitted as bg + a (c - bg) with a in [0, 1] for every palette colour c;
+  the colour with the smallest median residual wins. Soft or blurred edges (a < 1) darken a colour
+  toward the background, which a nearest-RGB rule misreads (half-covered yellow is nearer orange);
+  the blend model reads them as the colour they are. 'none' without foreground.
+  """
   if not mask_thw.any():
     return _NONE
-  median_rgb = np.median(frames_thw3[mask_thw].astype(np.float32), axis=0)
-  return _PALETTE_NAMES[int(np.argmin(np.linalg.norm(_PALETTE_RGB - median_rgb, axis=-1)))]
+  pixels = frames_thw3[mask_thw].astype(np.float32) - _BACKGROUND  # [P, 3]
+  directions = _PALETTE_RGB - _BACKGROUND  # [K, 3]
+  alpha = np.clip(pixels @ directions.T / np.sum(directions**2, axis=-1), 0.0, 1.0)  # [P, K]
+  residual = np.linalg.norm(pixels[:, None, :] - alpha[..., None] * directions[None], axis=-1)
+  return _PALETTE_NAMES[int(np.argmin(np.median(residual, axis=0)))]
 
 
 def predict_direction(mask_thw: np.ndarray) -> str:

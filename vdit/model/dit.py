@@ -94,6 +94,12 @@ class DiT(nnx.Module):
     time_emb = self.time_embed(timestep_embedding(t, self.freq_dim))
     time_mod = self.time_project(jax.nn.silu(time_emb))  # [B, 6, D]
     angles = rope.video_angles(grid, self.head_dim, self.rope_theta)
+    # Loop invariants of the scan below get explicit shardings: left to propagation, XLA picked
+    # layouts whose backward accumulation was wrong on a data x fsdp x tensor mesh (found by
+    # tests/test_sharding.py against a float64 single-device reference).
+    context = constrain(context, ("batch", "length", "act_embed"))
+    context_mask = constrain(context_mask, ("batch", "length"))
+    time_mod = constrain(time_mod, ("batch", None, "act_embed"))
 
     block_def, block_state = nnx.split(self.blocks)
 
