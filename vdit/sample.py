@@ -61,11 +61,10 @@ def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
 
 def run(argv_flags=None):
   import jax
-  import numpy as np
   from tqdm import tqdm
 
   from vdit import checkpoint as ckpt_lib
-  from vdit import config_io, sharding, train_state, video_io
+  from vdit import config_io, sharding, train_state
   from vdit.sampling import VideoSampler, to_uint8
   from vdit.text.tokenizer import Tokenizer
 
@@ -89,9 +88,7 @@ def run(argv_flags=None):
 
   mesh = sharding.make_mesh({"data": -1})
   graphdef, _ = train_state.abstract_model(config)
-  shardings = train_state.param_shardings(config, mesh)
-  abstract = jax.eval_shape(lambda: train_state.init_params(config, jax.random.key(0)))
-  target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
+  target = train_state.abstract_params(config, mesh)
   params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
   checkpointer.close()
 
@@ -127,7 +124,7 @@ def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
                     "negative_prompt": opts["negative_prompt"], "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
                     "workdir": os.path.abspath(workdir), "ema": _EMA.value})
-  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet([v for v in videos]))
+  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos)))
   tmp = os.path.join(out, "index.jsonl.tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     for r in records:

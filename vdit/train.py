@@ -20,7 +20,7 @@ from vdit import config_io, sharding, train_state
 from vdit.data import pipeline
 from vdit.diffusion import flow
 from vdit.jsonl_writer import JsonlWriter
-from vdit.sampling import VideoSampler, sampling_shift, to_uint8
+from vdit.sampling import VideoSampler, to_uint8
 from vdit.text.tokenizer import Tokenizer
 from vdit.train_step import make_train_step
 

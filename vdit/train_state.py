@@ -45,6 +45,13 @@ def param_shardings(config, mesh, rules=sharding.DEFAULT_RULES):
   return sharding.state_shardings(params, mesh, rules)
 
 
+def abstract_params(config, mesh, rules=sharding.DEFAULT_RULES) -> dict:
+  """ShapeDtypeStructs with shardings for the parameters alone (restore targets for sampling)."""
+  shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
+                      param_shardings(config, mesh, rules))
+
+
 def state_shardings(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
   params = param_shardings(config, mesh, rules)
   replicated = NamedSharding(mesh, P())

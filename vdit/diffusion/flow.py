@@ -6,7 +6,6 @@ larger token counts (SD3/Flux style), with s interpolated in log space between t
 import math
 
 import jax
-import jax.numpy as jnp
 
 TIMESTEP_SAMPLERS = ("logit_normal", "uniform")
 
