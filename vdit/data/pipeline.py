@@ -6,8 +6,9 @@
 Every batch is a pure function of (seed, step, process index, process count): crops are seeded
 per global element index and batches are formed before any worker split, so the data is the same
 with or without prefetch workers and across restarts, and a checkpointed iterator resumes
-exactly. Process p of P gets global elements p, p + P, ... so the P local batches of a step
-together hold the same clips whatever P is.
+exactly. Process p of P gets rows [p*b, (p+1)*b) of every global batch (b = local batch), the rows
+its devices hold in the global array, so a step's global batch is the same clips in the same order
+whatever P is.
 """
 import json
 import os
@@ -140,10 +141,31 @@ def make_train_iterator(data_dir: str, *, global_batch_size: int, num_frames: in
       .repeat()  # Forever; reseeds the shuffle each epoch.
       # Before the process slice, so an element's crop depends on its global index only.
       .random_map(to_example, seed=int(crop_seed))
-      [process_index::process_count]
-      .batch(local_batch_size, drop_remainder=True)
   )
+  ds = _ProcessRows(ds, local_batch_size, process_index, process_count).batch(local_batch_size,
+                                                                              drop_remainder=True)
   return _BatchIterator(ds, worker_count=worker_count, prefetch_buffer_size=prefetch_buffer_size)
+
+
+class _ProcessRows(grain.MapDataset):
+  """This process's rows of each global batch: local element m is global element
+  (m // b) * (b * P) + p * b + m % b, a contiguous block of every global batch."""
+
+  def __init__(self, parent: grain.MapDataset, local_batch: int, index: int, count: int):
+    super().__init__(parent)
+    self._local_batch, self._index, self._count = local_batch, index, count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, m):
+    if isinstance(m, slice):
+      return self.slice(m)
+    step, row = divmod(m, self._local_batch)
+    return self._parent[(step * self._count + self._index) * self._local_batch + row]
+
+  def __str__(self) -> str:
+    return f"ProcessRows(process={self._index}/{self._count}, local_batch={self._local_batch})"
 
 
 class _BatchIterator(grain.DatasetIterator):
