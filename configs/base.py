@@ -26,11 +26,28 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""  # prepared shards (data_prep); required
-  c.data.num_frames = 8  # frames per training clip (random temporal crop)
-  c.data.height = 0  # 0: from the data's metadata.json (recorded in the workdir's config.json)
-  c.data.width = 0
+  c.data.num_frames = 8  # longest training clip (random temporal crop); 0: each bucket's full length
+  # Per-bucket batch size = tokens_per_batch // tokens per clip (rounded to the batch devices);
+  # 0: global_batch_size for every bucket.
+  c.data.tokens_per_batch = 0
+  c.data.image_ratio = -1.0  # share of steps from 1-frame buckets; -1: by clip count like videos
   c.data.worker_count = 0  # Grain worker processes (0: in-process)
   c.data.prefetch = 2
+
+  # How data_prep.ingest turns video/image files into the bucketed shards above.
+  c.ingest = ml_collections.ConfigDict()
+  c.ingest.fps = 8.0  # every clip is resampled to this frame rate
+  c.ingest.sizes = ("64x64", "48x80", "80x48")  # HEIGHTxWIDTH buckets; nearest aspect ratio wins
+  c.ingest.frame_counts = (8, 16)  # video clip lengths; stills are 1-frame clips
+  c.ingest.max_clips_per_segment = 4  # clips taken from one scene (scenes split at cuts)
+  c.ingest.scene_threshold = 0.25  # mean |frame difference| in [0, 1] that starts a new scene
+  c.ingest.min_motion = 0.002  # clips whose mean frame difference is below this are static: dropped
+  c.ingest.max_upscale = 2.0  # sources needing more upscaling than this are dropped (too_small)
+  c.ingest.max_crop_fraction = 0.5  # sources losing more area to the crop are dropped
+  c.ingest.codec = "jpeg"  # per-frame storage: jpeg | webp | png | raw
+  c.ingest.quality = 90  # jpeg/webp quality
+  c.ingest.allow_missing_captions = False  # keep uncaptioned files with an empty caption
+  c.ingest.files_per_shard = 32  # input files per job; each job writes one shard per bucket
 
   c.model = ml_collections.ConfigDict()
   c.model.in_channels = 3
@@ -85,5 +102,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sample.cfg = 5.0
   c.sample.shift = 0.0  # 0: from the token count
   c.sample.negative_prompt = ""
+  # Default size of generated videos; 0: the data's most common video bucket (at training length).
+  c.sample.num_frames = 0
+  c.sample.height = 0
+  c.sample.width = 0
   c.sample.prompts = ("a red circle moving left",)
   return c

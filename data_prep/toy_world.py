@@ -88,7 +88,7 @@ def render_clip(colour, shape, direction, *, start, speed, radius, num_frames, h
   return frames
 
 
-def _sample_motion(rng, direction, *, num_frames, height, width):
+def sample_motion(rng, direction, *, num_frames, height, width):
   """Random radius, speed and start keeping the shape inside the frame for the whole clip."""
   size = min(height, width)
   scale = size / 32
@@ -98,7 +98,7 @@ def _sample_motion(rng, direction, *, num_frames, height, width):
   across = height if ux else width
   room = along - 2 * (radius + _MARGIN)
   # Long clips in small frames get slower shapes rather than shapes leaving the frame.
-  speed = min(rng.uniform(1.0, 2.0) * scale, room / (num_frames - 1))
+  speed = min(rng.uniform(1.0, 2.0) * scale, room / max(num_frames - 1, 1))
   low = radius + _MARGIN
   travel = speed * (num_frames - 1)
   # Position along the axis at the trailing end of the path, then flip for negative directions.
@@ -155,7 +155,7 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
   clips = []
   for combo_id in combo_ids:
     colour, shape, direction = train_combos[combo_id]
-    start, speed, radius = _sample_motion(
+    start, speed, radius = sample_motion(
         clip_rng, direction, num_frames=num_frames, height=height, width=width)
     frames = render_clip(colour, shape, direction, start=start, speed=speed, radius=radius,
                          num_frames=num_frames, height=height, width=width)

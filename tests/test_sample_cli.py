@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import cli, make_toy_data
-from vdit import video_io
+from vdit import video_io, video_reader
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
     assert {"prompt", "path", "seed", "steps", "cfg"} <= set(r)
     assert r["steps"] == 2 and r["cfg"] == 2.5 and r["negative_prompt"] == "blurry"
     assert not os.path.isabs(r["path"])
-    frames = video_io.read_video(str(out / r["path"]))
+    frames = video_reader.read_video(str(out / r["path"]))
     assert frames.shape == (4, 32, 32, 3)  # 4 frames of 16x16 at scale 2
-    assert video_io.read_video(str(out / r["gif"])).shape == (4, 32, 32, 3)
+    assert video_reader.read_video(str(out / r["gif"])).shape == (4, 32, 32, 3)
   assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -44,7 +44,7 @@ def test_same_seed_same_video(workdir, tmp_path):
     result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle moving left", f"--out={tmp_path / name}",
                  "--steps=2", "--seed=3")
     assert result.returncode == 0, result.stderr[-3000:]
-    outs.append(video_io.read_video(str(tmp_path / name / "000.gif")))
+    outs.append(video_reader.read_video(str(tmp_path / name / "000.gif")))
   np.testing.assert_array_equal(outs[0], outs[1])
 
 

@@ -105,7 +105,7 @@ def test_shape_stays_inside_frame(height, width, num_frames):
   rng = np.random.default_rng(0)
   for direction, (ux, uy) in toy_spec.DIRECTIONS.items():
     for _ in range(200):
-      (x, y), speed, r = toy_world._sample_motion(
+      (x, y), speed, r = toy_world.sample_motion(
           rng, direction, num_frames=num_frames, height=height, width=width)
       t = np.arange(num_frames)
       cx, cy = x + ux * speed * t, y + uy * speed * t

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_prep import toy_spec
-from vdit import video_io
+from vdit import video_io, video_reader
 
 
 def _toy_clip(num_frames=8, height=32, width=32):
@@ -22,7 +22,7 @@ def test_mp4_round_trip_shape_and_pixels(tmp_path):
   frames = _toy_clip()
   path = tmp_path / "clip.mp4"
   video_io.write_mp4(path, frames, fps=8, scale=4)
-  back = video_io.read_video(path)
+  back = video_reader.read_video(path)
   assert back.shape == (8, 128, 128, 3) and back.dtype == np.uint8
   expected = frames.repeat(4, axis=1).repeat(4, axis=2)
   err = np.abs(back.astype(np.int32) - expected)
@@ -37,7 +37,7 @@ def test_mp4_round_trip_shape_and_pixels(tmp_path):
 def test_mp4_pads_odd_sizes_to_even(tmp_path):
   path = tmp_path / "odd.mp4"
   video_io.write_mp4(path, _toy_clip(num_frames=3, height=31, width=29), fps=4)
-  assert video_io.read_video(path).shape == (3, 32, 30, 3)
+  assert video_reader.read_video(path).shape == (3, 32, 30, 3)
 
 
 def test_mp4_uses_h264_when_available():
@@ -49,7 +49,7 @@ def test_gif_round_trip_is_exact_and_keeps_repeated_frames(tmp_path):
   frames[3:] = frames[2]  # Pillow merges identical frames; the reader must expand them back
   path = tmp_path / "clip.gif"
   video_io.write_gif(path, frames, fps=12, scale=2)
-  back = video_io.read_video(path)
+  back = video_reader.read_video(path)
   # A handful of flat colours fits the GIF palette, so the tolerance is zero.
   np.testing.assert_array_equal(back, frames.repeat(2, axis=1).repeat(2, axis=2))
 
@@ -101,21 +101,21 @@ def test_crash_mid_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
 def test_corrupt_file_raises_clear_error(tmp_path, name):
   path = tmp_path / name
   path.write_bytes((b"GIF89a" if name.endswith(".gif") else b"") + b"not a video" * 50)
-  with pytest.raises(video_io.VideoReadError, match=name):
-    video_io.read_video(path)
+  with pytest.raises(video_reader.VideoReadError, match=name):
+    video_reader.read_video(path)
 
 
 def test_truncated_mp4_raises_clear_error(tmp_path):
   path = tmp_path / "cut.mp4"
   video_io.write_mp4(path, _toy_clip(), fps=8, scale=4)
   path.write_bytes(path.read_bytes()[:400])
-  with pytest.raises(video_io.VideoReadError, match="cut.mp4"):
-    video_io.read_video(path)
+  with pytest.raises(video_reader.VideoReadError, match="cut.mp4"):
+    video_reader.read_video(path)
 
 
 def test_missing_file_raises_value_error(tmp_path):
   with pytest.raises(ValueError, match="missing.mp4"):
-    video_io.read_video(tmp_path / "missing.mp4")
+    video_reader.read_video(tmp_path / "missing.mp4")
 
 
 def test_rejects_non_uint8_frames(tmp_path):

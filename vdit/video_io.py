@@ -1,4 +1,4 @@
-"""Reading and writing videos and images: the only module that imports PyAV and Pillow.
+"""Writing videos and images (PyAV, Pillow); `video_reader` is the reading side.
 
 Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Every writer goes through a temporary file
 in the destination directory and renames it into place, so a crash never leaves a half-written
@@ -6,9 +6,8 @@ file under the final name.
 """
 import contextlib
 import fractions
-import math
+import io
 import os
-import re
 import uuid
 from typing import Iterator, Optional, Sequence
 
@@ -20,12 +19,6 @@ from PIL import Image
 _MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 _MP4_OPTIONS = {"crf": "18", "preset": "medium"} if _MP4_CODEC == "libx264" else {"qscale": "2"}
 _SHEET_PAD_VALUE = 128  # mid grey separates cells from both dark backgrounds and white shapes
-# Our GIFs record their frame delay in a comment, so merged frames expand back exactly.
-_GIF_COMMENT_RE = re.compile(rb"vdit frame_ms=(\d+)")
-
-
-class VideoReadError(ValueError):
-  """A video or image file is missing, unreadable or holds no frames."""
 
 
 def mp4_codec() -> str:
@@ -78,20 +71,46 @@ def write_mp4(path: str, frames, fps: float, scale: int = 1) -> None:
   Odd sizes (after scaling) are padded to even by repeating the last row/column; the file then
   reads back at the padded size.
   """
-  frames = _upscale(_check_frames(frames), scale)
+  write_video(path, _upscale(_check_frames(frames), scale), fps)
+
+
+def write_video(path: str, frames, fps: float, *, codec: str = _MP4_CODEC, container: str | None = None,
+                rotation: int = 0, times=None) -> None:
+  """Writes frames with any PyAV encoder and container (e.g. libvpx-vp9 in webm, mpeg4 in mkv).
+
+  Args:
+    rotation: display rotation in degrees (counter-clockwise) stored in the container; readers
+      that honour it show the frames rotated.
+    times: optional per-frame timestamps in seconds (variable frame rate); default i / fps.
+  Odd sizes are padded to even (yuv420p needs even sizes).
+  """
+  frames = _check_frames(frames)
   _, height, width, _ = frames.shape
   frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
   rate = fractions.Fraction(fps).limit_denominator(1001)
   if rate <= 0:
     raise ValueError(f"fps must be positive, got {fps!r}")
+  options = _MP4_OPTIONS if codec == _MP4_CODEC else {}
   with _atomic_path(path) as tmp:
-    with av.open(tmp, mode="w", format="mp4") as container:
-      stream = container.add_stream(_MP4_CODEC, rate=rate, options=_MP4_OPTIONS)
+    with av.open(tmp, mode="w", format=container or _container_format(path)) as out:
+      stream = out.add_stream(codec, rate=rate, options=options)
       stream.width, stream.height = frames.shape[2], frames.shape[1]
       stream.pix_fmt = "yuv420p"
-      for frame in frames:
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-      container.mux(stream.encode())  # flush the encoder's delayed frames
+      if times is not None:
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+      if rotation:
+        stream.set_display_rotation(rotation)
+      for i, frame in enumerate(frames):
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        if times is not None:
+          video_frame.pts, video_frame.time_base = round(times[i] * 1000), fractions.Fraction(1, 1000)
+        out.mux(stream.encode(video_frame))
+      out.mux(stream.encode())  # flush the encoder's delayed frames
+
+
+def _container_format(path: str) -> str:
+  ext = os.path.splitext(path)[1].lower()
+  return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}.get(ext, "mp4")
 
 
 def write_gif(path: str, frames, fps: float, scale: int = 1) -> None:
@@ -99,7 +118,7 @@ def write_gif(path: str, frames, fps: float, scale: int = 1) -> None:
 
   GIF stores delays in centiseconds, so the frame delay is rounded to 10 ms. Pillow merges
   identical consecutive frames into one longer frame; the delay is also written as a comment so
-  `read_video` can expand them back to the original frame count.
+  `video_reader.read_video` can expand them back to the original frame count.
   """
   frames = _upscale(_check_frames(frames), scale)
   if fps <= 0:
@@ -153,50 +172,11 @@ def contact_sheet(videos: Sequence, max_frames: Optional[int] = None, pad: int =
   return sheet
 
 
-def _read_gif(path: str) -> np.ndarray:
-  """Reads a GIF, repeating each frame by its delay over the base delay (undoes merging).
-
-  The base delay is the one `write_gif` recorded, else the GCD of all delays (exact unless every
-  frame of a foreign GIF was merged by the same factor).
-  """
-  with Image.open(path) as image:
-    match = _GIF_COMMENT_RE.fullmatch(image.info.get("comment", b""))
-    frames, durations = [], []
-    for index in range(getattr(image, "n_frames", 1)):
-      image.seek(index)
-      frames.append(np.asarray(image.convert("RGB")))
-      durations.append(int(image.info.get("duration") or 0))
-  base = math.gcd(*durations) if all(durations) else 0
-  if base and match and all(d % int(match.group(1)) == 0 for d in durations):
-    base = int(match.group(1))
-  repeats = [d // base for d in durations] if base else [1] * len(frames)
-  return np.stack(frames).repeat(repeats, axis=0)
-
-
-def _read_container(path: str) -> np.ndarray:
-  with av.open(path) as container:
-    if not container.streams.video:
-      raise VideoReadError(f"{path}: no video stream")
-    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-  if not frames:
-    raise VideoReadError(f"{path}: video stream holds no frames")
-  return np.stack(frames)
-
-
-def read_video(path: str) -> np.ndarray:
-  """Reads an mp4, webm or gif as uint8 [T, H, W, 3] RGB.
-
-  Raises:
-    VideoReadError: the file is missing, corrupt or has no frames; the message names the file.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise VideoReadError(f"{path}: no such video file")
-  with open(path, "rb") as f:
-    is_gif = f.read(4) == b"GIF8"
-  try:
-    return _read_gif(path) if is_gif else _read_container(path)
-  except VideoReadError:
-    raise
-  except (av.FFmpegError, OSError, ValueError, EOFError) as e:
-    raise VideoReadError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
+def encode_image_bytes(image, codec: str, quality: int) -> bytes:
+  """uint8 [H, W, 3] -> compressed bytes; codec is "jpeg", "webp" or "png" (lossless)."""
+  buffer = io.BytesIO()
+  options = {"png": {}, "jpeg": {"quality": quality}, "webp": {"quality": quality, "method": 4}}
+  if codec not in options:
+    raise ValueError(f"Unknown image codec {codec!r}; choose one of {sorted(options)}.")
+  Image.fromarray(np.asarray(image)).save(buffer, format=codec.upper(), **options[codec])
+  return buffer.getvalue()

@@ -16,7 +16,7 @@ from absl import flags
 import numpy as np
 
 from data_prep import toy_spec
-from vdit import video_io
+from vdit import video_reader
 
 # A pixel is foreground when its RGB lies this far (Euclidean) from BACKGROUND; every palette
 # colour is over 200 away, so codec ringing and blended edges stay on the right side.
@@ -166,7 +166,7 @@ def judge_index(index_path: str, held_out_path: Optional[str] = None) -> dict:
       raise FileNotFoundError(
           f"{index_path}:{line_no}: video {video_path} does not exist (paths are relative to the "
           "index file's directory)")
-    verdict = judge_video(video_io.read_video(video_path), colour, direction)
+    verdict = judge_video(video_reader.read_video(video_path), colour, direction)
     videos.append({"prompt": prompt, "path": rel_path, "colour": colour, "direction": direction,
                    **verdict, "held_out": parsed in held_out})
   return {

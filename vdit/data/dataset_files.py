@@ -1,0 +1,113 @@
+"""The on-disk layout of a prepared dataset: bucketed ArrayRecord shards + metadata.json.
+
+  DIR/metadata.json   written last; its presence means "complete". Format (version 2):
+    {"format": "vdit-clips", "version": 2, "num_clips": N, "fps": F,
+     "buckets": [{"name": "TxHxW", "num_frames": T, "height": H, "width": W, "num_clips": n,
+                  "shards": [relative paths], "clips_per_shard": [...]}, ...], ...extras}
+  DIR/<shards>        ArrayRecord files of vdit.data.records clips; every clip in a bucket's
+                      shards is exactly T x H x W.
+
+Writers go through a temporary name and rename, so a crash never leaves a file a reader accepts.
+"""
+import json
+import os
+import uuid
+
+from array_record.python import array_record_module
+
+from vdit.data.errors import DataError
+
+FORMAT = "vdit-clips"
+VERSION = 2
+_BUCKET_KEYS = ("name", "num_frames", "height", "width", "num_clips", "shards")
+
+
+def bucket_name(num_frames: int, height: int, width: int) -> str:
+  return f"{num_frames}x{height}x{width}"
+
+
+def _temporary(path: str) -> str:
+  return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+
+
+def write_json(path: str, value) -> None:
+  """Writes JSON (UTF-8, non-ASCII kept readable) atomically."""
+  tmp = _temporary(path)
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(value, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_shard(path: str, records) -> int:
+  """Writes an iterable of record bytes as one ArrayRecord file, atomically; returns the count."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = _temporary(path)
+  count = 0
+  try:
+    # group_size:1 keeps random access to one record cheap (Grain reads records in shuffled order).
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    for record in records:
+      writer.write(record)
+      count += 1
+    writer.close()
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return count
+
+
+def _fail(path, message):
+  raise DataError(f"{path}: {message}; regenerate the dataset (data_prep.ingest or "
+                  "data_prep.toy_world).")
+
+
+def read_metadata(data_dir: str) -> dict:
+  """Reads and validates DIR/metadata.json.
+
+  Returns:
+    The metadata; every bucket gains "shard_paths" (full paths).
+
+  Raises:
+    DataError: the directory, metadata or a shard is missing, malformed, or the dataset is empty.
+  """
+  if not os.path.isdir(data_dir):
+    raise DataError(f"Dataset directory {data_dir!r} does not exist; prepare it first with "
+                    f"python -m data_prep.ingest --input=VIDEOS --output={data_dir} (or "
+                    f"python -m data_prep.toy_world --output={data_dir}).")
+  path = os.path.join(data_dir, "metadata.json")
+  if not os.path.exists(path):
+    raise DataError(f"{path} is missing: the dataset is incomplete (metadata.json is written "
+                    "last); rerun the command that prepared it.")
+  try:
+    with open(path, encoding="utf-8") as f:
+      metadata = json.load(f)
+  except (OSError, ValueError) as e:
+    _fail(path, f"not valid JSON ({e})")
+  if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    _fail(path, f"not a {FORMAT!r} metadata file")
+  if metadata.get("version") != VERSION:
+    _fail(path, f"metadata version {metadata.get('version')!r}, this code reads {VERSION}")
+  buckets = metadata.get("buckets")
+  if not isinstance(buckets, list) or not buckets:
+    _fail(path, "no buckets: the dataset is empty")
+  total = 0
+  for bucket in buckets:
+    missing = [k for k in _BUCKET_KEYS if not isinstance(bucket, dict) or k not in bucket]
+    if missing:
+      _fail(path, f"a bucket lacks {missing}")
+    if bucket["num_clips"] <= 0 or not bucket["shards"]:
+      _fail(path, f"bucket {bucket['name']} is empty")
+    bucket["shard_paths"] = [os.path.join(data_dir, s) for s in bucket["shards"]]
+    for shard in bucket["shard_paths"]:
+      if not os.path.isfile(shard):
+        raise DataError(f"Shard {shard} listed in {path} is missing; re-copy or regenerate the "
+                        "dataset.")
+    total += bucket["num_clips"]
+  if metadata.get("num_clips") != total:
+    _fail(path, f"num_clips={metadata.get('num_clips')} but the buckets hold {total}")
+  return metadata
