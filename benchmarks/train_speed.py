@@ -26,7 +26,7 @@ from vdit.train import build_train_step  # noqa: E402
 def toy_config():
   config = toy.get_config()
   with config.unlocked():
-    config.data.height = config.data.width = 32
+    config.sample.num_frames, config.sample.height, config.sample.width = 8, 32, 32
   return config
 
 
@@ -34,8 +34,8 @@ def mid_config():
   """A mid-size model: dim 384, 8 blocks, 8 frames at 64x64 in (2,4,4) tubelets = 1024 tokens."""
   config = toy.get_config()
   with config.unlocked():
-    config.data.height = config.data.width = 64
-    config.data.num_frames = 8
+    config.sample.height = config.sample.width = 64
+    config.sample.num_frames = 8
     config.model.remat = "full"
     config.model.patch_size = (2, 4, 4)
     config.model.dim, config.model.depth, config.model.num_heads, config.model.mlp_ratio = 384, 8, 6, 4.0
@@ -50,7 +50,7 @@ def bench(name, config, steps):
   tx = train_state.make_optimizer(config.optim, 1000)
   state = train_state.create_state(config, mesh, tx, jax.random.key(0))
   step = build_train_step(config, mesh, tx, tokenizer)
-  d, b = config.data, config.train.global_batch_size
+  d, b = config.sample, config.train.global_batch_size
   rng = np.random.default_rng(0)
   tokens, mask = tokenizer.encode_batch(["a red circle moving left"] * b)
   batch = {"video": rng.integers(0, 256, (b, d.num_frames, d.height, d.width, 3), dtype=np.uint8),

@@ -14,16 +14,14 @@ Output directory:
 Usage:
   python -m data_prep.toy_world --output=/tmp/toy --num_clips=2048
 """
-import json
 import os
 
 from absl import app
 from absl import flags
-from array_record.python import array_record_module
 import numpy as np
 
 from data_prep import toy_spec
-from vdit.data import records
+from vdit.data import dataset_files, records
 
 # Every shape fits in the 2r x 2r box around its centre, so keeping that box in frame suffices.
 _SQUARE_HALF = 0.9  # Square half-side / r: about the circle's area.
@@ -109,22 +107,6 @@ def sample_motion(rng, direction, *, num_frames, height, width):
   return start, speed, radius
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def _write_shard(path: str, clips: list[bytes]) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-  for clip in clips:
-    writer.write(clip)
-  writer.close()
-  os.replace(tmp, path)
-
-
 def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, height: int = 32,
              width: int = 32, fps: int = 8, seed: int = 0, num_held_out: int = 8,
              num_shards: int = 4) -> dict:
@@ -167,31 +149,31 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
   bounds = np.linspace(0, num_clips, num_shards + 1).astype(int)
   for i in range(num_shards):
     name = f"train-{i:05d}-of-{num_shards:05d}.array_record"
-    _write_shard(os.path.join(output_dir, name), clips[bounds[i]:bounds[i + 1]])
+    dataset_files.write_shard(os.path.join(output_dir, name), clips[bounds[i]:bounds[i + 1]])
     shards.append(name)
 
-  _atomic_write_text(os.path.join(output_dir, "held_out.json"), json.dumps({
+  dataset_files.write_json(os.path.join(output_dir, "held_out.json"), {
       "combinations": [list(c) for c in held_out],
       "captions": [toy_spec.caption(*c) for c in held_out],
-  }, indent=2))
+  })
   metadata = {
-      "format": "vdit-clips",
+      "format": dataset_files.FORMAT,
+      "version": dataset_files.VERSION,
       "record_format_version": records.FORMAT_VERSION,
       "codec": "raw",
       "num_clips": num_clips,
-      "num_frames": num_frames,
-      "height": height,
-      "width": width,
       "fps": fps,
-      "shards": shards,
-      "clips_per_shard": np.diff(bounds).tolist(),
+      "buckets": [{
+          "name": dataset_files.bucket_name(num_frames, height, width),
+          "num_frames": num_frames, "height": height, "width": width, "num_clips": num_clips,
+          "shards": shards, "clips_per_shard": np.diff(bounds).tolist()}],
       "captions_kind": "toy",
       "generator": "data_prep.toy_world",
       "seed": seed,
       "num_held_out": num_held_out,
       "num_train_combinations": len(train_combos),
   }
-  _atomic_write_text(metadata_path, json.dumps(metadata, indent=2))
+  dataset_files.write_json(metadata_path, metadata)
   return metadata
 
 
@@ -214,8 +196,8 @@ def main(argv):
   meta = generate(f.output, num_clips=f.num_clips, num_frames=f.num_frames, height=f.height,
                   width=f.width, fps=f.fps, seed=f.seed, num_held_out=f.num_held_out,
                   num_shards=f.num_shards)
-  print(f"Wrote {meta['num_clips']} clips of {meta['num_frames']}x{meta['height']}x"
-        f"{meta['width']} in {len(meta['shards'])} shards to {f.output} "
+  print(f"Wrote {meta['num_clips']} clips of {meta['buckets'][0]['name']} (frames x height x "
+        f"width) in {len(meta['buckets'][0]['shards'])} shards to {f.output} "
         f"({meta['num_held_out']} combinations held out).")
 
 

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_prep import toy_world
-from vdit.data import pipeline
+from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.data import records
 from vdit.data.errors import DataError
 from vdit.text.tokenizer import Tokenizer
@@ -31,17 +31,24 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stored_clips(data_dir):
   clips = []
-  for shard in pipeline.read_metadata(data_dir)["shard_paths"]:
+  for shard in dataset_files.read_metadata(data_dir)["buckets"][0]["shard_paths"]:
     reader = array_record_module.ArrayRecordReader(shard)
     clips += [records.decode_clip(r) for r in reader.read_all()]
     reader.close()
   return clips
 
 
-def _make(data_dir, **kwargs):
-  args = dict(global_batch_size=4, num_frames=4, tokenizer=Tokenizer(8), seed=0)
-  args.update(kwargs)
-  return pipeline.make_train_iterator(data_dir, **args)
+def make_iterator(data_dir, *, global_batch_size=4, num_frames=4, patch_size=(1, 1, 1),
+                  tokens_per_batch=0, image_ratio=-1.0, seed=0, **kwargs):
+  """What the trainer does: read metadata, plan the buckets, build the iterator."""
+  buckets = bucket_plan.plan(
+      dataset_files.read_metadata(data_dir)["buckets"], patch_size=patch_size,
+      global_batch_size=global_batch_size, tokens_per_batch=tokens_per_batch,
+      batch_multiple=jax.process_count(), max_frames=num_frames, image_ratio=image_ratio)
+  return pipeline.make_train_iterator(buckets, tokenizer=Tokenizer(8), seed=seed, **kwargs)
+
+
+_make = make_iterator
 
 
 def _take(it, n):
@@ -182,33 +189,39 @@ def test_invalid_metadata_is_a_clear_error(tmp_path):
 
 
 def test_empty_dataset_is_a_clear_error(tmp_path):
-  meta = {"format": "vdit-clips", "num_clips": 0, "num_frames": 4, "height": 8, "width": 8,
-          "shards": []}
+  meta = {"format": "vdit-clips", "version": 2, "num_clips": 0, "buckets": []}
   (tmp_path / "metadata.json").write_text(json.dumps(meta))
-  with pytest.raises(DataError, match="no shards"):
+  with pytest.raises(DataError, match="no buckets"):
     _make(str(tmp_path))
-  meta["shards"] = ["train-00000-of-00001.array_record"]
+  meta["buckets"] = [{"name": "4x8x8", "num_frames": 4, "height": 8, "width": 8, "num_clips": 0,
+                      "shards": ["a.array_record"]}]
   (tmp_path / "metadata.json").write_text(json.dumps(meta))
-  with pytest.raises(DataError, match="num_clips=0"):
+  with pytest.raises(DataError, match="bucket 4x8x8 is empty"):
+    _make(str(tmp_path))
+
+
+def test_old_metadata_version_is_a_clear_error(tmp_path):
+  (tmp_path / "metadata.json").write_text(json.dumps({"format": "vdit-clips", "shards": []}))
+  with pytest.raises(DataError, match="metadata version None, this code reads 2"):
     _make(str(tmp_path))
 
 
 def test_missing_shard_is_a_clear_error(data_dir, tmp_path):
-  meta = pipeline.read_metadata(data_dir)
-  del meta["shard_paths"]
+  meta = dataset_files.read_metadata(data_dir)
+  shards = meta["buckets"][0]["shards"]
+  del meta["buckets"][0]["shard_paths"]
   (tmp_path / "metadata.json").write_text(json.dumps(meta))
-  os.symlink(os.path.join(data_dir, meta["shards"][0]), tmp_path / meta["shards"][0])
-  with pytest.raises(DataError, match=f"Shard .*{meta['shards'][1]}.* is missing"):
+  os.symlink(os.path.join(data_dir, shards[0]), tmp_path / shards[0])
+  with pytest.raises(DataError, match=f"Shard .*{shards[1]}.* is missing"):
     _make(str(tmp_path))
 
 
-def test_too_many_frames_is_a_clear_error(data_dir):
-  with pytest.raises(DataError, match=f"num_frames=7 exceeds the {_STORED_FRAMES} frames"):
-    _make(data_dir, num_frames=7)
+def test_more_frames_than_stored_trains_on_whole_clips(data_dir):
+  assert next(_make(data_dir, num_frames=7))["video"].shape[1] == _STORED_FRAMES
 
 
 def test_bad_batch_size_is_a_clear_error(data_dir):
-  with pytest.raises(DataError, match="global_batch_size=0"):
+  with pytest.raises(DataError, match="batch size 0 must be a positive multiple"):
     _make(data_dir, global_batch_size=0)
 
 

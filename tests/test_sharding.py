@@ -37,7 +37,7 @@ def test_logical_rules_map_to_mesh_axes():
 
 def _synthetic_batch(config, batch_size, seed=0):
   rng = np.random.default_rng(seed)
-  d = config.data
+  d = config.sample
   tokens, mask = Tokenizer(config.text.max_length).encode_batch(["a red circle moving left"] * batch_size)
   return {"video": rng.integers(0, 256, (batch_size, d.num_frames, d.height, d.width, 3), dtype=np.uint8),
           "tokens": tokens, "text_mask": mask}
@@ -61,7 +61,7 @@ def _run_steps(config, mesh, batch, num_steps=2):
 def test_sharded_step_equals_single_device_step():
   config = tiny_config()
   with config.unlocked():
-    config.data.height = config.data.width = 16
+    config.sample.height = config.sample.width = 16
   batch = _synthetic_batch(config, 8)
   single = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   three_axis = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -122,7 +122,7 @@ def test_sharded_gradients_equal_single_device_gradients():
   perturbed away from init so every path (zero-init heads, gates) carries gradient."""
   config = tiny_config()
   with config.unlocked():
-    config.data.height = config.data.width = 16
+    config.sample.height = config.sample.width = 16
   params = train_state.init_params(config, jax.random.key(0))
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(2), len(leaves))

@@ -19,7 +19,7 @@ _SMALL = dict(num_clips=96, num_frames=6, height=16, width=16, num_shards=3, num
 def _read_clips(data_dir):
   meta = json.loads((pathlib.Path(data_dir) / "metadata.json").read_text())
   clips = []
-  for shard in meta["shards"]:
+  for shard in meta["buckets"][0]["shards"]:
     reader = array_record_module.ArrayRecordReader(str(pathlib.Path(data_dir) / shard))
     clips += [records.decode_clip(r) for r in reader.read_all()]
     reader.close()
@@ -37,8 +37,8 @@ def test_writes_shards_metadata_and_held_out(small_dir):
   meta, clips = _read_clips(small_dir)
   assert meta["format"] == "vdit-clips" and meta["captions_kind"] == "toy"
   assert meta["num_clips"] == len(clips) == 96
-  assert meta["shards"] == [f"train-{i:05d}-of-00003.array_record" for i in range(3)]
-  assert sum(meta["clips_per_shard"]) == 96
+  assert meta["buckets"][0]["shards"] == [f"train-{i:05d}-of-00003.array_record" for i in range(3)]
+  assert sum(meta["buckets"][0]["clips_per_shard"]) == 96
   held = json.loads((small_dir / "held_out.json").read_text())
   assert len(held["combinations"]) == 6
   assert held["captions"] == [toy_spec.caption(*c) for c in held["combinations"]]

@@ -7,6 +7,7 @@ def tiny_config(data_dir: str = "", **overrides):
   with config.unlocked():
     config.data.dir = data_dir
     config.data.num_frames = 4
+    config.sample.num_frames = 4
     config.model.dim = 32
     config.model.depth = 2
     config.model.num_heads = 2

@@ -48,7 +48,9 @@ def validate(config) -> None:
   _require(tr.log_every > 0 and tr.checkpoint_every > 0, "config.train.log_every and checkpoint_every must be > 0.")
   _require(config.data.num_frames % m.patch_size[0] == 0,
            f"config.data.num_frames={config.data.num_frames} must be a multiple of the temporal patch "
-           f"size {m.patch_size[0]}.")
+           f"size {m.patch_size[0]} (or 0: each bucket's full length).")
+  _require(config.data.tokens_per_batch >= 0 and config.data.image_ratio <= 1,
+           "config.data.tokens_per_batch must be >= 0 and image_ratio <= 1 (negative: by clip count).")
 
 
 def model_signature(config) -> dict:

@@ -25,7 +25,7 @@ _CFG = flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default:
 _SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun"], "ODE sampler (default: the config's).")
 _SHIFT = flags.DEFINE_float("shift", None, "Timestep shift; 0 = resolution-aware (default: the config's).")
 _NEGATIVE = flags.DEFINE_string("negative_prompt", None, "Negative prompt for guidance (default: the config's).")
-_FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per video (default: the training clip length).")
+_FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per video (default: the config's sample.num_frames).")
 _HEIGHT = flags.DEFINE_integer("height", None, "Height in pixels (default: the training size).")
 _WIDTH = flags.DEFINE_integer("width", None, "Width in pixels (default: the training size).")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
@@ -69,7 +69,7 @@ def run(argv_flags=None):
   from vdit.text.tokenizer import Tokenizer
 
   config = config_io.load(_WORKDIR.value)
-  s, d = config.sample, config.data
+  s = config.sample
   tokenizer = Tokenizer(config.text.max_length)
   prompts = read_prompts(_PROMPT.value, _PROMPTS.value, tokenizer)
   negative = s.negative_prompt if _NEGATIVE.value is None else _NEGATIVE.value
@@ -92,8 +92,8 @@ def run(argv_flags=None):
   params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
   checkpointer.close()
 
-  num_frames = _FRAMES.value or d.num_frames
-  height, width = _HEIGHT.value or d.height, _WIDTH.value or d.width
+  num_frames = _FRAMES.value or s.num_frames
+  height, width = _HEIGHT.value or s.height, _WIDTH.value or s.width
   opts = dict(num_frames=num_frames, height=height, width=width, channels=config.model.in_channels,
               patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
               cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,

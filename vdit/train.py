@@ -17,8 +17,7 @@ from clu import metric_writers, periodic_actions
 
 from vdit import checkpoint as ckpt_lib
 from vdit import config_io, sharding, train_state
-from vdit.data import pipeline
-from vdit.diffusion import flow
+from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.jsonl_writer import JsonlWriter
 from vdit.sampling import VideoSampler, to_uint8
 from vdit.text.tokenizer import Tokenizer
@@ -52,27 +51,34 @@ class PreemptionFlag:
     return sync and bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
 
 
+def _plan_buckets(config, batch_multiple: int):
+  """The dataset's buckets with batch sizes and step shares (vdit.data.bucket_plan)."""
+  d = config.data
+  metadata = dataset_files.read_metadata(d.dir)
+  return bucket_plan.plan(metadata["buckets"], patch_size=tuple(config.model.patch_size),
+                          global_batch_size=config.train.global_batch_size,
+                          tokens_per_batch=d.tokens_per_batch, batch_multiple=batch_multiple,
+                          max_frames=d.num_frames, image_ratio=d.image_ratio)
+
+
 def resolve_config(config):
-  """Fills settings that come from the data and tokenizer (recorded in the workdir's config.json)."""
+  """Fills settings that come from the data and tokenizer (recorded in the workdir's config.json):
+  the tokenizer's vocabulary size and the default sample size (the most common video bucket)."""
   config = config.copy_and_resolve_references()
   config_io.validate(config)
-  meta = pipeline.read_metadata(config.data.dir)
+  buckets = _plan_buckets(config, batch_multiple=1)
+  videos = [b for b in buckets if not b.is_image] or buckets
+  common = max(videos, key=lambda b: b.num_clips)
+  s = config.sample
   with config.unlocked():
-    config.data.height = config.data.height or int(meta["height"])
-    config.data.width = config.data.width or int(meta["width"])
     config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
-  if (config.data.height, config.data.width) != (meta["height"], meta["width"]):
-    raise config_io.ConfigError(
-        f"config.data.height/width={config.data.height}x{config.data.width} but the data in {config.data.dir!r} "
-        f"is {meta['height']}x{meta['width']}; leave them at 0 to use the data's size.")
-  if config.data.num_frames > meta["num_frames"]:
-    raise config_io.ConfigError(
-        f"config.data.num_frames={config.data.num_frames} exceeds the {meta['num_frames']} frames per clip in "
-        f"{config.data.dir!r}; lower it or regenerate the data with more frames.")
+    s.num_frames, s.height, s.width = (s.num_frames or common.frames, s.height or common.height,
+                                       s.width or common.width)
   patch = config.model.patch_size
-  if config.data.height % patch[1] or config.data.width % patch[2]:
+  if s.num_frames % patch[0] or s.height % patch[1] or s.width % patch[2]:
     raise config_io.ConfigError(
-        f"Frame size {config.data.height}x{config.data.width} is not divisible by the patch size {tuple(patch)}.")
+        f"config.sample size {s.num_frames}x{s.height}x{s.width} is not divisible by the patch size "
+        f"{tuple(patch)}.")
   return config
 
 
@@ -96,10 +102,10 @@ def _global_batch(local_batch, mesh):
 def write_samples(config, sampler, state, step, workdir, writer):
   """Samples the config's prompts with EMA weights; writes GIFs and a contact sheet summary."""
   from vdit import video_io
-  d = config.data
+  s = config.sample
   sampler.params = state["ema"]
-  videos = sampler.generate(config.sample.prompts, list(range(len(config.sample.prompts))),
-                            num_frames=d.num_frames, height=d.height, width=d.width,
+  videos = sampler.generate(s.prompts, list(range(len(s.prompts))),
+                            num_frames=s.num_frames, height=s.height, width=s.width,
                             channels=config.model.in_channels, patch_size=config.model.patch_size,
                             steps=config.sample.steps, cfg=config.sample.cfg, sampler=config.sample.sampler,
                             shift=config.sample.shift, negative_prompt=config.sample.negative_prompt)
@@ -114,17 +120,17 @@ def write_samples(config, sampler, state, step, workdir, writer):
 
 
 def build_train_step(config, mesh, tx, tokenizer):
-  """The jitted step: state donated, state shardings pinned, activation rules applied while tracing."""
+  """The jitted step: state donated, state shardings pinned, activation rules applied while tracing.
+
+  jit compiles once per batch shape (bucket) and caches it."""
   graphdef, _ = train_state.abstract_model(config)
   empty_tokens, empty_mask = tokenizer.encode_batch([""])
-  d, m = config.diffusion, config.model
-  num_tokens = ((config.data.num_frames // m.patch_size[0]) * (config.data.height // m.patch_size[1]) *
-                (config.data.width // m.patch_size[2]))
+  d = config.diffusion
   step_fn = make_train_step(
       graphdef, tx, empty_tokens=jnp.asarray(empty_tokens[0]), empty_mask=jnp.asarray(empty_mask[0]),
       caption_dropout=config.text.caption_dropout, timestep_sampling=d.timestep_sampling,
-      logit_mean=d.logit_mean, logit_std=d.logit_std,
-      shift=d.shift if d.shift > 0 else flow.resolution_shift(num_tokens), ema_decay=config.optim.ema_decay)
+      logit_mean=d.logit_mean, logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
+      ema_decay=config.optim.ema_decay)
   shardings = train_state.state_shardings(config, mesh, tx)
 
   def traced_step(state, batch, key):
@@ -153,16 +159,16 @@ def train_and_evaluate(config, workdir: str):
   # ---- Mesh --------------------------------------------------------------------------------------
   mesh = sharding.make_mesh(dict(config.mesh))
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
-  if tr.global_batch_size % batch_devices:
-    raise config_io.ConfigError(
-        f"config.train.global_batch_size={tr.global_batch_size} must be divisible by data*fsdp={batch_devices}.")
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(), jax.process_count())
 
   # ---- Input -------------------------------------------------------------------------------------
   tokenizer = Tokenizer(config.text.max_length)
+  buckets = _plan_buckets(config, bucket_plan.lcm(batch_devices, jax.process_count()))
+  for b in buckets:
+    logging.info("Bucket %s: %d clips, train %dx%dx%d, batch %d, %.1f%% of steps.", b.name, b.num_clips,
+                 b.frames, b.height, b.width, b.batch_size, 100 * b.weight)
   data_iter = pipeline.make_train_iterator(
-      config.data.dir, global_batch_size=tr.global_batch_size, num_frames=config.data.num_frames,
-      tokenizer=tokenizer, seed=config.seed, worker_count=config.data.worker_count,
+      buckets, tokenizer=tokenizer, seed=config.seed, worker_count=config.data.worker_count,
       prefetch_buffer_size=config.data.prefetch)
 
   # ---- State: create or resume -------------------------------------------------------------------
@@ -191,15 +197,19 @@ def train_and_evaluate(config, workdir: str):
   step = start_step
   if start_step >= tr.num_steps:
     logging.info("Already trained %d/%d steps; nothing to do.", start_step, tr.num_steps)
-  t_compile = time.time()
+  compiled_shapes = set()
   while step < tr.num_steps:
     batch = _global_batch(next(data_iter), mesh)
+    shape = batch["video"].shape
+    t_compile = time.time()
     with jax.set_mesh(mesh):
       state, metrics = jit_step(state, batch, jax.random.fold_in(base_key, step + 2))
     step += 1
-    if step == start_step + 1:
+    if shape not in compiled_shapes:  # a new bucket: this step compiled (once, then cached)
+      compiled_shapes.add(shape)
       jax.block_until_ready(metrics)
-      logging.info("First step (compile + run) took %.1fs.", time.time() - t_compile)
+      logging.info("Step %d: compiled and ran the train step for batch %s in %.1fs.", step, shape,
+                   time.time() - t_compile)
     pending.append(metrics)
     report(step)
     if step % tr.log_every == 0 or step == tr.num_steps:

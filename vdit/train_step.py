@@ -1,4 +1,6 @@
 """One optimisation step of the rectified-flow objective, jitted over the sharded train state."""
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -13,9 +15,11 @@ def video_to_model_space(video_uint8):
 
 
 def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: float, timestep_sampling: str,
-                    logit_mean: float, logit_std: float, shift: float, ema_decay: float):
+                    logit_mean: float, logit_std: float, shift: float, patch_size, ema_decay: float):
   """Returns train_step(state, batch, key) -> (state, metrics).
 
+  `shift` 0 takes the timestep shift from the batch's token count (per bucket: larger videos
+  get more noise), fixed when the step is traced for that shape.
   `empty_tokens`/`empty_mask` [L] encode the empty caption, substituted with probability
   `caption_dropout` so the same model learns the unconditional velocity for guidance. All
   randomness comes from `key`, drawn for the global batch, so it is independent of sharding.
@@ -35,7 +39,9 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
     drop = jax.random.bernoulli(drop_key, caption_dropout, (b,))
     tokens = jnp.where(drop[:, None], empty_tokens[None], batch["tokens"])
     mask = jnp.where(drop[:, None], empty_mask[None], batch["text_mask"])
-    t = flow.sample_training_times(time_key, b, method=timestep_sampling, shift=shift, logit_mean=logit_mean,
+    num_tokens = math.prod(n // p for n, p in zip(x0.shape[1:4], patch_size))
+    t = flow.sample_training_times(time_key, b, method=timestep_sampling,
+                                   shift=shift if shift > 0 else flow.resolution_shift(num_tokens), logit_mean=logit_mean,
                                    logit_std=logit_std)
     noise = jax.random.normal(noise_key, x0.shape, jnp.float32)
     loss, grads = jax.value_and_grad(loss_fn)(state["params"], x0, tokens, mask, t, noise)

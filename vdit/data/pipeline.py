@@ -1,7 +1,9 @@
-"""The Grain training input pipeline over a directory of clip ArrayRecord shards.
+"""The Grain training input pipeline over a prepared, bucketed dataset (vdit.data.dataset_files).
 
-  shards -> shuffle (reshuffled every epoch) -> repeat forever -> decode, random temporal crop,
-  tokenize -> this process's slice -> batch -> thread (and optionally process) prefetch
+  per bucket: shards -> shuffle (reshuffled every epoch) -> repeat forever -> decode, random
+  temporal crop, tokenize -> this process's rows -> batch
+  step n -> bucket_plan.Schedule picks the bucket and its k-th batch -> thread (and optionally
+  process) prefetch
 
 Every batch is a pure function of (seed, step, process index, process count): crops are seeded
 per global element index and batches are formed before any worker split, so the data is the same
@@ -10,8 +12,7 @@ exactly. Process p of P gets rows [p*b, (p+1)*b) of every global batch (b = loca
 its devices hold in the global array, so a step's global batch is the same clips in the same order
 whatever P is.
 """
-import json
-import os
+import sys
 from typing import Any
 
 from absl import flags
@@ -21,130 +22,106 @@ import jax
 import numpy as np
 
 from vdit.data import records
+from vdit.data.bucket_plan import Bucket, Schedule
 from vdit.data.errors import DataError
-
-_REQUIRED_KEYS = ("format", "num_clips", "num_frames", "height", "width", "shards")
-
-
-def read_metadata(data_dir: str) -> dict:
-  """Reads and validates DIR/metadata.json.
-
-  Returns:
-    The metadata dict plus "shard_paths": the shards' full paths.
-
-  Raises:
-    DataError: the directory, metadata or a shard is missing, or the dataset is empty.
-  """
-  if not os.path.isdir(data_dir):
-    raise DataError(f"Dataset directory {data_dir!r} does not exist; generate it first, e.g. "
-                    f"python -m data_prep.toy_world --output={data_dir}")
-  path = os.path.join(data_dir, "metadata.json")
-  if not os.path.exists(path):
-    raise DataError(f"{path} is missing: the dataset is incomplete (metadata.json is written "
-                    "last); regenerate it.")
-  try:
-    with open(path) as f:
-      metadata = json.load(f)
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path} is not valid JSON ({e}); regenerate the dataset.") from e
-  if not isinstance(metadata, dict):
-    raise DataError(f"{path} must hold a JSON object, got {type(metadata).__name__}.")
-  missing = [k for k in _REQUIRED_KEYS if k not in metadata]
-  if missing:
-    raise DataError(f"{path} lacks required keys {missing}; regenerate the dataset.")
-  if metadata["format"] != "vdit-clips":
-    raise DataError(f"{path} has format {metadata['format']!r}; expected 'vdit-clips'.")
-  if not metadata["shards"]:
-    raise DataError(f"{path} lists no shards; the dataset is empty.")
-  if metadata["num_clips"] <= 0:
-    raise DataError(f"{path} says num_clips={metadata['num_clips']}; the dataset is empty.")
-  shard_paths = [os.path.join(data_dir, s) for s in metadata["shards"]]
-  for shard in shard_paths:
-    if not os.path.isfile(shard):
-      raise DataError(f"Shard {shard} listed in {path} is missing; regenerate or re-copy the "
-                      "dataset.")
-  return {**metadata, "shard_paths": shard_paths}
 
 
 class _ClipToExample(grain.transforms.RandomMap):
-  """Record bytes -> {"video", "tokens", "text_mask"} with a random crop of num_frames."""
+  """Record bytes -> {"video", "tokens", "text_mask"}: a random window of the bucket's training
+  length (frames repeated when the bucket is shorter, e.g. an image filling a temporal patch)."""
 
-  def __init__(self, *, num_frames, height, width, tokenizer, caption_key):
-    self._num_frames = num_frames
-    self._height = height
-    self._width = width
+  def __init__(self, bucket: Bucket, tokenizer, caption_key: str):
+    self._bucket = bucket
     self._tokenizer = tokenizer
     self._caption_key = caption_key
 
   def random_map(self, element: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
     clip = records.decode_clip(element)
-    frames = clip["frames"]
-    stored, height, width, _ = frames.shape
-    if stored < self._num_frames:
-      raise DataError(f"A clip has {stored} frames but num_frames={self._num_frames}; lower "
-                      "num_frames or use a dataset with longer clips.")
-    if (height, width) != (self._height, self._width):
-      raise DataError(f"A clip is {height}x{width} but metadata.json says "
-                      f"{self._height}x{self._width}; the dataset is inconsistent.")
+    frames, b = clip["frames"], self._bucket
+    if frames.shape[:3] != (b.stored_frames, b.height, b.width):
+      raise DataError(f"A clip in bucket {b.name} is {'x'.join(map(str, frames.shape[:3]))}; the "
+                      "dataset is inconsistent, re-ingest it.")
     if self._caption_key not in clip:
       raise DataError(f"A clip has no {self._caption_key!r} field (has {sorted(clip)}); set "
                       "caption_key to one of those.")
-    start = rng.integers(0, stored - self._num_frames + 1)
+    if b.frames <= b.stored_frames:
+      start = rng.integers(0, b.stored_frames - b.frames + 1)
+      frames = frames[start:start + b.frames]
+    else:
+      frames = np.concatenate([frames, np.repeat(frames[-1:], b.frames - b.stored_frames, 0)])
     tokens, mask = self._tokenizer.encode_batch([clip[self._caption_key]], truncate=True)
-    return {
-        "video": frames[start:start + self._num_frames],
-        "tokens": tokens[0],
-        "text_mask": mask[0],
-    }
+    return {"video": frames, "tokens": tokens[0], "text_mask": mask[0]}
 
 
-def make_train_iterator(data_dir: str, *, global_batch_size: int, num_frames: int, tokenizer,
-                        seed: int, caption_key: str = "caption", worker_count: int = 0,
-                        prefetch_buffer_size: int = 2):
+def _bucket_batches(bucket: Bucket, index: int, *, tokenizer, seed: int, caption_key: str,
+                    process_index: int, process_count: int) -> grain.MapDataset:
+  """This process's batches of one bucket, as an infinite MapDataset."""
+  source = grain.sources.ArrayRecordDataSource(list(bucket.shard_paths))
+  if len(source) != bucket.num_clips:
+    raise DataError(f"Bucket {bucket.name}'s shards hold {len(source)} records but metadata.json "
+                    f"says {bucket.num_clips}; the dataset is truncated or mixed, re-prepare it.")
+  shuffle_seed, crop_seed = np.random.SeedSequence([seed, index]).generate_state(2)
+  local_batch = bucket.batch_size // process_count
+  ds = (
+      grain.MapDataset.source(source)
+      .shuffle(seed=int(shuffle_seed))
+      .repeat()  # Forever; reseeds the shuffle each epoch.
+      # Before the process slice, so an element's crop depends on its global index only.
+      .random_map(_ClipToExample(bucket, tokenizer, caption_key), seed=int(crop_seed))
+  )
+  return _ProcessRows(ds, local_batch, process_index, process_count).batch(local_batch,
+                                                                            drop_remainder=True)
+
+
+class _ScheduledBatches(grain.MapDataset):
+  """Batch n = the k-th batch of the bucket the schedule picks for step n."""
+
+  def __init__(self, per_bucket: list[grain.MapDataset], schedule: Schedule):
+    super().__init__(per_bucket)
+    self._per_bucket, self._schedule = per_bucket, schedule
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __getitem__(self, n):
+    if isinstance(n, slice):
+      return self.slice(n)
+    bucket, k = self._schedule.locate(n)
+    return self._per_bucket[bucket][k]
+
+  def __str__(self) -> str:
+    return f"ScheduledBatches(buckets={len(self._per_bucket)})"
+
+
+def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_key: str = "caption",
+                        worker_count: int = 0, prefetch_buffer_size: int = 2):
   """Builds this process's infinite, checkpointable iterator of training batches.
 
   Args:
-    data_dir: directory written by a data_prep generator (metadata.json + shards).
-    global_batch_size: clips per step over all processes.
-    num_frames: frames per clip; a random window of consecutive stored frames.
+    buckets: vdit.data.bucket_plan.plan(...) for the dataset: shards, batch sizes, step shares.
     tokenizer: a vdit.text.tokenizer.Tokenizer; long captions are truncated.
-    seed: seeds the shuffle and crops.
+    seed: seeds the bucket schedule, shuffles and crops.
     caption_key: record field used as the caption.
     worker_count: prefetch processes; 0 reads with threads in this process only.
     prefetch_buffer_size: batches prepared ahead (per worker when worker_count > 0).
 
   Returns:
     A grain DatasetIterator yielding {"video": uint8 [b, T, H, W, 3], "tokens": int32 [b, L],
-    "text_mask": bool [b, L]} with b = global_batch_size // jax.process_count(). Supports
+    "text_mask": bool [b, L]} with b = the bucket's batch size // jax.process_count(). Supports
     get_state() / set_state() and checkpoint_save_args / checkpoint_restore_args.
   """
-  metadata = read_metadata(data_dir)
   process_index, process_count = jax.process_index(), jax.process_count()
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
-                    f"process count {process_count}; change the batch size.")
-  local_batch_size = global_batch_size // process_count
-  if num_frames > metadata["num_frames"]:
-    raise DataError(f"num_frames={num_frames} exceeds the {metadata['num_frames']} frames stored "
-                    f"per clip in {data_dir}; lower num_frames or regenerate the data.")
-  source = grain.sources.ArrayRecordDataSource(metadata["shard_paths"])
-  if len(source) != metadata["num_clips"]:
-    raise DataError(f"{data_dir} shards hold {len(source)} records but metadata.json says "
-                    f"{metadata['num_clips']}; the dataset is truncated or mixed, regenerate it.")
-  shuffle_seed, crop_seed = np.random.SeedSequence(seed).generate_state(2)
-  to_example = _ClipToExample(num_frames=num_frames, height=metadata["height"],
-                              width=metadata["width"], tokenizer=tokenizer,
-                              caption_key=caption_key)
-  ds = (
-      grain.MapDataset.source(source)
-      .shuffle(seed=int(shuffle_seed))
-      .repeat()  # Forever; reseeds the shuffle each epoch.
-      # Before the process slice, so an element's crop depends on its global index only.
-      .random_map(to_example, seed=int(crop_seed))
-  )
-  ds = _ProcessRows(ds, local_batch_size, process_index, process_count).batch(local_batch_size,
-                                                                              drop_remainder=True)
-  return _BatchIterator(ds, worker_count=worker_count, prefetch_buffer_size=prefetch_buffer_size)
+  for bucket in buckets:
+    if bucket.batch_size <= 0 or bucket.batch_size % process_count:
+      raise DataError(f"Bucket {bucket.name}'s batch size {bucket.batch_size} must be a positive "
+                      f"multiple of the process count {process_count}; change the batch size.")
+  schedule_seed, bucket_seed = np.random.SeedSequence(seed).generate_state(2)
+  per_bucket = [_bucket_batches(b, i, tokenizer=tokenizer, seed=int(bucket_seed),
+                                caption_key=caption_key, process_index=process_index,
+                                process_count=process_count) for i, b in enumerate(buckets)]
+  schedule = Schedule([b.weight for b in buckets], int(schedule_seed))
+  return _BatchIterator(_ScheduledBatches(per_bucket, schedule), worker_count=worker_count,
+                        prefetch_buffer_size=prefetch_buffer_size)
 
 
 class _ProcessRows(grain.MapDataset):
