@@ -100,7 +100,22 @@ def _process_file(item: dict, table, settings: dict):
     entry.update(status="ok", reason="", clips=len(out), kind=result.kind)
   else:
     entry["reason"] = result.dropped.most_common(1)[0][0] if result.dropped else "no_clips"
+    entry["detail"] = _why(entry["reason"], result.source_size, settings)
   return entry, out
+
+
+def _why(reason: str, size, settings: dict) -> str:
+  """A human explanation of a drop decided while extracting clips."""
+  h, w = size or (0, 0)
+  return {
+      "too_small": f"{h}x{w} needs more than {settings['max_upscale']}x upscaling to fit any of "
+                   f"the sizes {list(settings['sizes'])}",
+      "extreme_aspect_ratio": f"{h}x{w} would lose more than {settings['max_crop_fraction']:.0%} "
+                              f"of its area to a centre crop to any of {list(settings['sizes'])}",
+      "too_short": f"every scene is shorter than {min(settings['frame_counts'])} frames at "
+                   f"{settings['fps']} fps",
+      "static": f"every clip moves less than min_motion={settings['min_motion']}",
+  }.get(reason, "no clip could be taken")
 
 
 def run_job(job: int, inputs: list[dict], settings: dict, fingerprint: str, output: str) -> dict:

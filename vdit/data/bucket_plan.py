@@ -79,8 +79,9 @@ def plan(buckets: list[dict], *, patch_size, global_batch_size: int, tokens_per_
                     width=b["width"], batch_size=size, weight=b["num_clips"] / size))
   images = [b for b in out if b["stored_frames"] == 1]
   videos = [b for b in out if b["stored_frames"] > 1]
-  if image_ratio >= 0 and images and videos:
-    for group, share in ((images, image_ratio), (videos, 1.0 - image_ratio)):
+  if image_ratio >= 0 and images:
+    groups = ((images, image_ratio), (videos, 1.0 - image_ratio)) if videos else ((images, image_ratio),)
+    for group, share in groups:
       total = sum(b["weight"] for b in group)
       for b in group:
         b["weight"] = share * b["weight"] / total
