@@ -27,5 +27,9 @@ setuptools.setup(
         "tqdm",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist"]},
+    extras_require={
+        "test": ["pytest", "pytest-xdist"],
+        # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
+        "tfds-cli": ["apache-beam", "mlcroissant"],
+    },
 )

@@ -273,4 +273,5 @@ def test_trains_on_every_bucket_of_an_ingested_folder(tmp_path):
   assert any("(16, 2, 48, 80, 3)" in line for line in compiled)
   saved = json.loads((workdir / "config.json").read_text())
   assert (saved["sample"]["num_frames"], saved["sample"]["height"], saved["sample"]["width"]) == (8, 48, 80)
-  assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 6
+  losses = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+  assert len(losses) == 6

@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_prep import toy_world
-from data_prep.tfds_vdit_clips import VditClips
+from data_prep.vdit_clips import VditClips
 from tests.helpers import REPO, cli_env
 from vdit.data import dataset_files, records
 from vdit.data.errors import DataError
@@ -117,7 +117,7 @@ _CLI_WITHOUT_EXTRAS = (
 
 def test_tfds_build_cli(prepared, tmp_path):
   out = str(tmp_path / "tfds_cli")
-  args = ["build", "data_prep/tfds_vdit_clips/vdit_clips_dataset_builder.py",
+  args = ["build", "data_prep/vdit_clips",
           f"--manual_dir={prepared}", f"--data_dir={out}",
           "--file_format=array_record"]
   if all(importlib.util.find_spec(m) for m in ("apache_beam", "mlcroissant")):

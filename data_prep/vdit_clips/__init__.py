@@ -3,6 +3,6 @@
 Importing this package registers the builder with TFDS; see vdit_clips_dataset_builder for how to
 build and read it.
 """
-from data_prep.tfds_vdit_clips.vdit_clips_dataset_builder import VditClips
+from data_prep.vdit_clips.vdit_clips_dataset_builder import VditClips
 
 __all__ = ["VditClips"]

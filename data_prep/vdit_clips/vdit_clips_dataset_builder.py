@@ -4,14 +4,15 @@ The input (`--manual_dir`) is a folder written by `python -m data_prep.ingest` o
 `python -m data_prep.toy_world`. Every clip of every bucket becomes one example of the single
 "train" split; frames are stored as lossless PNG, so they round-trip exactly.
 
-Build (from the repo root; PYTHONPATH lets the builder import vdit). `tfds build DIR` would look
-for DIR/<DIR name>_dataset_builder.py, so name the script itself:
-  PYTHONPATH=. tfds build data_prep/tfds_vdit_clips/vdit_clips_dataset_builder.py \
+Build (from the repo root; PYTHONPATH lets the builder import vdit):
+  PYTHONPATH=. tfds build data_prep/vdit_clips \
       --manual_dir=PREPARED_DIR --data_dir=OUT --file_format=array_record
-(equivalently: tfds build vdit_clips --imports=data_prep.tfds_vdit_clips ...). tfds 4.9.10's CLI
-also needs apache-beam and mlcroissant installed, though building this dataset uses neither.
-or from Python:
-  from data_prep.tfds_vdit_clips import VditClips
+(equivalently: tfds build vdit_clips --imports=data_prep.vdit_clips ...). tfds 4.9.10's CLI
+imports apache-beam and mlcroissant at start-up though building this dataset uses neither:
+`pip install -e '.[tfds-cli]'` installs them.
+
+Or build from Python:
+  from data_prep.vdit_clips import VditClips
   VditClips(data_dir=OUT).download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=PREPARED_DIR),
       file_format="array_record")
