@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import cli, make_toy_data
-from vdit import video_io, video_reader
+from vdit import video_reader
 
 
 @pytest.fixture(scope="module")
