@@ -1,13 +1,14 @@
 """One source file -> training clips: decode, resample to a fixed fps, cut at scene changes,
 split into bucket lengths, resize + centre-crop, drop static clips.
 
-Streams the file: at most one bucket-length clip of resized frames is held at a time, so a long
-or high-resolution source costs memory of one output clip, not of the source.
+Streams the file: clips go to a callback as they are made and at most one bucket-length clip
+of resized frames is held, so a long or high-resolution source costs the memory of one output
+clip, not of the source.
 """
 import dataclasses
 import itertools
 from collections import Counter
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -23,11 +24,12 @@ class Clip:
   start_time: float  # seconds into the source
   motion: float  # mean absolute frame-to-frame change of the thumbnails, in [0, 1]
   kind: str  # "video" | "image"
+  source_size: tuple[int, int]  # the source's display (height, width)
 
 
 @dataclasses.dataclass
 class Extraction:
-  clips: list[Clip]
+  num_clips: int
   source_size: tuple[int, int] | None  # display (height, width)
   dropped: Counter  # reason -> number of segments or files dropped
   kind: str = "video"
@@ -70,8 +72,10 @@ def resample(frames: Iterable[tuple[float, np.ndarray]],
 
 
 def extract(path: str, table: BucketTable, *, fps: float, scene_threshold: float,
-            min_motion: float, max_clips_per_segment: int) -> Extraction:
-  """Clips from one file (a still or a 1-frame video gives one 1-frame clip).
+            min_motion: float, max_clips_per_segment: int,
+            on_clip: Callable[[Clip], None]) -> Extraction:
+  """Passes each clip of one file to `on_clip` (a still or a 1-frame video gives one 1-frame
+  clip); returns what was kept and dropped.
 
   Raises:
     video_reader.VideoReadError: the file cannot be read (its `reason` says why).
@@ -82,22 +86,26 @@ def extract(path: str, table: BucketTable, *, fps: float, scene_threshold: float
   height, width = first[1].shape[:2]
   size, reason = table.choose_size(height, width)
   if size is None:
-    return Extraction([], (height, width), Counter({reason: 1}))
+    return Extraction(0, (height, width), Counter({reason: 1}))
   if second is None:
     frame = video_reader.resize_center_crop(first[1], *size)
-    return Extraction([Clip(frame[None], 0.0, 0.0, "image")], (height, width), Counter(), "image")
+    on_clip(Clip(frame[None], 0.0, 0.0, "image", (height, width)))
+    return Extraction(1, (height, width), Counter(), "image")
 
   longest = table.frame_counts[-1]
-  clips, dropped = [], Counter()
+  kept, dropped = 0, Counter()
   segment, segment_clips = [], 0  # [(time, frame, thumb)]; clips taken from this segment
 
   def emit(frames_out):
+    nonlocal kept
     motion = float(np.mean([np.abs(a[2] - b[2]).mean()
                             for a, b in zip(frames_out, frames_out[1:])]))
     if motion < min_motion:
       dropped["static"] += 1
       return
-    clips.append(Clip(np.stack([f[1] for f in frames_out]), frames_out[0][0], motion, "video"))
+    on_clip(Clip(np.stack([f[1] for f in frames_out]), frames_out[0][0], motion, "video",
+                 (height, width)))
+    kept += 1
 
   def close_segment():
     nonlocal segment, segment_clips
@@ -126,4 +134,4 @@ def extract(path: str, table: BucketTable, *, fps: float, scene_threshold: float
       segment_clips += 1
       segment = []
   close_segment()
-  return Extraction(clips, (height, width), dropped)
+  return Extraction(kept, (height, width), dropped)

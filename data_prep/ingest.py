@@ -66,42 +66,51 @@ def _fingerprint(settings: dict, inputs: list[dict]) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _process_file(item: dict, table, settings: dict):
-  """(report entry, [(bucket name, record bytes)]) for one input; never raises."""
+def _process_file(item: dict, table, settings: dict, shards, shard_name: str) -> dict:
+  """Writes one input's clips into `shards` (a dataset_files.ShardGroup), in each bucket's file
+  `shard_name`, as they are made;
+  returns its report entry. Never raises: a failure drops the file (or, after some clips were
+  written, keeps them and notes where it stopped)."""
   entry = {"path": item["path"], "status": "dropped", "reason": item["problem"], "clips": 0}
   if item["problem"]:
     if item["detail"]:
       entry["detail"] = item["detail"]
-    return entry, []
+    return entry
+
+  def write(clip):
+    t, h, w = clip.frames.shape[:3]
+    bucket = dataset_files.bucket_name(t, h, w)
+    shards.add(f"{bucket}/{shard_name}", records.encode_clip(
+        clip.frames, item["caption"], codec=settings["codec"], quality=settings["quality"],
+        source=item["path"], start_time=round(clip.start_time, 4), fps=settings["fps"],
+        source_height=clip.source_size[0], source_width=clip.source_size[1], bucket=bucket,
+        motion=round(clip.motion, 5), kind=clip.kind))
+    entry["clips"] += 1
+
   try:
     result = clip_extract.extract(
         item["full_path"], table, fps=settings["fps"], scene_threshold=settings["scene_threshold"],
-        min_motion=settings["min_motion"], max_clips_per_segment=settings["max_clips_per_segment"])
+        min_motion=settings["min_motion"], max_clips_per_segment=settings["max_clips_per_segment"],
+        on_clip=write)
   except clip_extract.video_reader.VideoReadError as e:
     entry.update(reason=e.reason, detail=str(e))
-    return entry, []
+    return entry
   except Exception as e:  # a decoder bug on one file must not end the run
-    entry.update(reason="decode_error", detail=f"{type(e).__name__}: {e}")
-    return entry, []
-  out = []
-  for clip in result.clips:
-    t, h, w = clip.frames.shape[:3]
-    bucket = dataset_files.bucket_name(t, h, w)
-    out.append((bucket, records.encode_clip(
-        clip.frames, item["caption"], codec=settings["codec"], quality=settings["quality"],
-        source=item["path"], start_time=round(clip.start_time, 4), fps=settings["fps"],
-        source_height=result.source_size[0], source_width=result.source_size[1],
-        bucket=bucket, motion=round(clip.motion, 5), kind=clip.kind)))
+    if entry["clips"]:
+      entry.update(status="ok", reason="", detail=f"stopped early: {type(e).__name__}: {e}")
+    else:
+      entry.update(reason="decode_error", detail=f"{type(e).__name__}: {e}")
+    return entry
   if result.source_size:
     entry["source_size"] = list(result.source_size)
   if result.dropped:
     entry["segments_dropped"] = dict(result.dropped)
-  if out:
-    entry.update(status="ok", reason="", clips=len(out), kind=result.kind)
+  if entry["clips"]:
+    entry.update(status="ok", reason="", kind=result.kind)
   else:
     entry["reason"] = result.dropped.most_common(1)[0][0] if result.dropped else "no_clips"
     entry["detail"] = _why(entry["reason"], result.source_size, settings)
-  return entry, out
+  return entry
 
 
 def _why(reason: str, size, settings: dict) -> str:
@@ -119,19 +128,15 @@ def _why(reason: str, size, settings: dict) -> str:
 
 
 def run_job(job: int, inputs: list[dict], settings: dict, fingerprint: str, output: str) -> dict:
-  """Ingests one job's files; writes its shards, then its marker; returns the marker."""
+  """Ingests one job's files; writes its shards (streamed, renamed into place at the end), then
+  its marker; returns the marker."""
   table = bucket_table.BucketTable.from_config(settings)
-  entries, by_bucket = [], collections.defaultdict(list)
-  for item in inputs:
-    entry, clips = _process_file(item, table, settings)
-    entries.append(entry)
-    for bucket, record in clips:
-      by_bucket[bucket].append(record)
-  shards = {}
-  for bucket, clips in sorted(by_bucket.items()):
-    rel = f"{bucket}/part-{job:05d}.array_record"
-    shards[bucket] = {"path": rel, "clips": dataset_files.write_shard(os.path.join(output, rel), clips)}
-  marker = {"job": job, "fingerprint": fingerprint, "files": entries, "shards": shards}
+  name = f"part-{job:05d}.array_record"
+  with dataset_files.ShardGroup(output) as shards:
+    entries = [_process_file(item, table, settings, shards, name) for item in inputs]
+    counts = shards.commit()
+  by_bucket = {path.split("/")[0]: {"path": path, "clips": n} for path, n in counts.items()}
+  marker = {"job": job, "fingerprint": fingerprint, "files": entries, "shards": by_bucket}
   dataset_files.write_json(_marker_path(output, job), marker)
   return marker
 
@@ -151,18 +156,19 @@ def _finished_marker(output: str, job: int, fingerprint: str) -> dict | None:
   return marker if marker.get("fingerprint") == fingerprint and shards_ok else None
 
 
-def _run_pending(pending, settings, output, workers, progress) -> dict:
-  """Runs jobs in a process pool. If a worker dies (a decoder crash), every job it took down is
-  retried alone; one that still kills its worker has its files reported as worker_crashed."""
+def run_pending(pending, settings, output, workers, progress, job_fn=run_job) -> dict:
+  """Runs (job, inputs, fingerprint) items with `job_fn` (run_job) in a process pool. If a worker
+  dies (a decoder crash), every job it took down is retried alone; one that still kills its
+  worker has its files reported as worker_crashed."""
   if workers == 1:
     markers = {}
     for job, inputs, fp in pending:
-      markers[job] = run_job(job, inputs, settings, fp, output)
+      markers[job] = job_fn(job, inputs, settings, fp, output)
       progress(len(inputs))
     return markers
-  markers, broken = _pool_run(pending, settings, output, workers, progress)
+  markers, broken = _pool_run(pending, settings, output, workers, progress, job_fn)
   for item in broken:
-    done, still_broken = _pool_run([item], settings, output, 1, progress)
+    done, still_broken = _pool_run([item], settings, output, 1, progress, job_fn)
     markers.update(done)
     for job, inputs, _ in still_broken:
       markers[job] = {"job": job, "fingerprint": None, "shards": {}, "files": [
@@ -172,12 +178,12 @@ def _run_pending(pending, settings, output, workers, progress) -> dict:
   return markers
 
 
-def _pool_run(jobs, settings, output, workers, progress):
+def _pool_run(jobs, settings, output, workers, progress, job_fn):
   """(markers of finished jobs, jobs lost to a dead worker)."""
   markers, broken = {}, []
   context = multiprocessing.get_context("spawn")  # workers inherit no threads or locks
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-    futures = {pool.submit(run_job, job, inputs, settings, fp, output): (job, inputs, fp)
+    futures = {pool.submit(job_fn, job, inputs, settings, fp, output): (job, inputs, fp)
                for job, inputs, fp in jobs}
     for future in concurrent.futures.as_completed(futures):
       try:
@@ -220,7 +226,7 @@ def ingest(input_path: str, output: str, ingest_config, workers: int = 0, progre
     else:
       pending.append((job, inputs, fingerprint))
   workers = workers or os.cpu_count() or 1
-  markers.update(_run_pending(pending, settings, output, min(workers, max(1, len(pending))),
+  markers.update(run_pending(pending, settings, output, min(workers, max(1, len(pending))),
                               progress or (lambda n: None)))
   for name in os.listdir(os.path.join(output, "jobs")):  # markers of jobs this run no longer has
     match = re.fullmatch(r"job-(\d+)\.json", name)

@@ -51,6 +51,11 @@ def _from_folder(folder: str) -> list[Input]:
     if ext.lower() == ".txt" and stem in stems:
       continue  # a caption sidecar, not an input
     rel = os.path.relpath(full, folder)
+    if ext.lower() == ".txt":
+      inputs.append(Input(rel, full, None, "orphan_caption",
+                          f"a caption file with no video or image named "
+                          f"{os.path.basename(stem)}.* next to it"))
+      continue
     if not full.lower().endswith(MEDIA_EXTENSIONS):
       inputs.append(Input(rel, full, None, "unsupported_extension",
                           f"{ext or 'no extension'} is not one of {' '.join(MEDIA_EXTENSIONS)}"))

@@ -28,6 +28,8 @@ _EXPECTED = {
     "strip_32x640.mp4": ("dropped", "extreme_aspect_ratio"), "short.mp4": ("dropped", "too_short"),
     "static.mp4": ("dropped", "static"), "uncaptioned.mp4": ("dropped", "missing_caption"),
     "notes.doc": ("dropped", "unsupported_extension"),
+    "unknown_codec.mkv": ("dropped", "unsupported_codec"),
+    "lonely.txt": ("dropped", "orphan_caption"),
 }
 
 
@@ -67,10 +69,15 @@ def make_media_folder(folder):
   video_io.write_video(join("truncated.mp4"), _moving(24, 64, 64), 8)
   with open(join("truncated.mp4"), "r+b") as f:
     f.truncate(os.path.getsize(join("truncated.mp4")) // 2)  # loses the moov atom at the end
+  video_io.write_video(join("unknown_codec.mkv"), _moving(24, 64, 64), 8, codec="mpeg4")
+  with open(join("unknown_codec.mkv"), "rb") as f:  # a Matroska codec ID no decoder knows
+    data = f.read().replace(b"V_MPEG4/ISO/ASP", b"V_VDIT/NOCODEC!")
+  open(join("unknown_codec.mkv"), "wb").write(data)
   open(join("empty.mp4"), "wb").close()
   open(join("random_bytes.webm"), "wb").write(np.random.default_rng(0).bytes(4096))
   open(join("text_file.mp4"), "w").write("this is not a video\n" * 20)
   open(join("notes.doc"), "w").write("notes")
+  open(join("lonely.txt"), "w").write("a caption for a file that does not exist")
   with av.open(join("audio_only.mp4"), "w") as container:
     stream = container.add_stream("aac", rate=44100)
     for i in range(4):
@@ -79,7 +86,7 @@ def make_media_folder(folder):
       container.mux(stream.encode(frame))
     container.mux(stream.encode())
   for name in _EXPECTED:
-    if name not in ("uncaptioned.mp4", "notes.doc") and not os.path.exists(
+    if name not in ("uncaptioned.mp4", "notes.doc", "lonely.txt") and not os.path.exists(
         os.path.splitext(join(name))[0] + ".txt"):
       _caption(join(name), "un café à Paris, a red circle moving left" if "café" in name
                else "a blue square moving up")
@@ -275,3 +282,12 @@ def test_trains_on_every_bucket_of_an_ingested_folder(tmp_path):
   assert (saved["sample"]["num_frames"], saved["sample"]["height"], saved["sample"]["width"]) == (8, 48, 80)
   losses = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
   assert len(losses) == 6
+
+
+def test_a_job_that_kills_its_worker_is_reported_and_the_rest_finish(tmp_path):
+  from tests.crashing_job import crash_on_job_1
+  pending = [(j, [{"path": f"f{j}.mp4"}], "fp") for j in range(4)]
+  markers = ingest.run_pending(pending, {}, str(tmp_path), 2, lambda n: None, crash_on_job_1)
+  assert sorted(markers) == [0, 1, 2, 3]
+  assert markers[1]["files"][0]["reason"] == "worker_crashed"
+  assert all(markers[j]["files"][0]["status"] == "ok" for j in (0, 2, 3))

@@ -70,8 +70,9 @@ def _iter_container(path: str) -> Iterator[tuple[float, np.ndarray]]:
       raise VideoReadError(f"{path}: no video stream", "no_video_stream")
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.codec.is_decoder:
-      raise VideoReadError(f"{path}: this PyAV/FFmpeg build cannot decode {stream.codec_context}",
-                           "unsupported_codec")
+      codec = stream.codec_context.codec.name if stream.codec_context else "an unknown codec"
+      raise VideoReadError(f"{path}: the video is {codec}, which this PyAV/FFmpeg build cannot "
+                           "decode; re-encode it (e.g. to H.264)", "unsupported_codec")
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate or stream.guessed_rate or 0) or None
     count = 0

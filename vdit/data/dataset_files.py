@@ -61,6 +61,50 @@ def write_shard(path: str, records) -> int:
   return count
 
 
+class ShardGroup:
+  """Streams records into several ArrayRecord files at once (one per bucket) under temporary
+  names; `commit` renames them all into place, `abort` (or an exception in a `with`) deletes them.
+  """
+
+  def __init__(self, root: str):
+    self._root = root
+    self._open = {}  # relative path -> (writer, temporary path, count)
+
+  def add(self, rel_path: str, record: bytes) -> None:
+    if rel_path not in self._open:
+      path = os.path.join(self._root, rel_path)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = _temporary(path)
+      self._open[rel_path] = [array_record_module.ArrayRecordWriter(tmp, "group_size:1"), tmp, 0]
+    entry = self._open[rel_path]
+    entry[0].write(record)
+    entry[2] += 1
+
+  def commit(self) -> dict[str, int]:
+    """Closes and renames every file; returns {relative path: records}."""
+    counts = {}
+    for rel_path, (writer, tmp, count) in sorted(self._open.items()):
+      writer.close()
+      os.replace(tmp, os.path.join(self._root, rel_path))
+      counts[rel_path] = count
+    self._open = {}
+    return counts
+
+  def abort(self) -> None:
+    for writer, tmp, _ in self._open.values():
+      writer.close()
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    self._open = {}
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is not None:
+      self.abort()
+
+
 def _fail(path, message):
   raise DataError(f"{path}: {message}; regenerate the dataset (data_prep.ingest or "
                   "data_prep.toy_world).")
