@@ -210,8 +210,9 @@ def ingest(input_path: str, output: str, ingest_config, workers: int = 0, progre
       input_path, allow_missing_captions=settings["allow_missing_captions"])]
   if not items:
     raise ingest_inputs.InputError(f"--input={input_path!r} holds no files.")
-  os.makedirs(os.path.join(output, "jobs"), exist_ok=True)
   metadata_path = os.path.join(output, "metadata.json")
+  _check_output_is_ours(output, metadata_path)
+  os.makedirs(os.path.join(output, "jobs"), exist_ok=True)
   if os.path.exists(metadata_path):
     os.remove(metadata_path)  # the dataset is incomplete until this run finishes
 
@@ -244,6 +245,25 @@ def ingest(input_path: str, output: str, ingest_config, workers: int = 0, progre
   if report["clips_written"]:
     dataset_files.write_json(metadata_path, _metadata(buckets, settings, report))
   return report
+
+
+def _check_output_is_ours(output: str, metadata_path: str) -> None:
+  """Refuses an --output that holds something other than an ingest dataset (we delete there)."""
+  if not os.path.isdir(output) or not os.listdir(output):
+    return
+  generator = None
+  if os.path.exists(metadata_path):
+    try:
+      with open(metadata_path, encoding="utf-8") as f:
+        generator = json.load(f).get("generator")
+    except (OSError, ValueError, AttributeError):
+      generator = "unknown"
+  elif os.path.isdir(os.path.join(output, "jobs")):
+    generator = "data_prep.ingest"  # an interrupted ingest: resume it
+  if generator != "data_prep.ingest":
+    raise ingest_inputs.InputError(
+        f"--output={output!r} is not empty and holds no ingest dataset (it may be another "
+        "dataset or unrelated files); choose a new or empty folder.")
 
 
 def _report(entries, buckets) -> dict:

@@ -254,6 +254,12 @@ def test_cli_reports_and_fails_clearly(tmp_path):
   sizes = cli("data_prep.ingest", f"--input={folder}", f"--output={tmp_path / 'o3'}",
               "--config.ingest.sizes=('64by64',)")
   assert sizes.returncode == 2 and "'64by64' is not 'HEIGHTxWIDTH'" in sizes.stderr
+  toy = tmp_path / "toy"
+  toy.mkdir()
+  (toy / "metadata.json").write_text('{"generator": "data_prep.toy_world"}')
+  other = cli("data_prep.ingest", f"--input={folder}", f"--output={toy}")
+  assert other.returncode == 2 and "choose a new or empty folder" in other.stderr
+  assert (toy / "metadata.json").exists()
   (folder / "a.mp4").write_bytes(b"junk")
   none = cli("data_prep.ingest", f"--input={folder}", f"--output={tmp_path / 'o4'}")
   assert none.returncode == 1 and "no clips were written" in none.stderr
