@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -13,10 +14,17 @@ def make_toy_data(directory, num_clips=128, num_frames=6, size=16):
   return str(directory)
 
 
+# Subprocess runs of the same tiny configs share compiled executables (JAX's persistent cache),
+# so only the first run of a config pays for compilation.
+_COMPILE_CACHE = os.path.join(tempfile.gettempdir(), f"vdit-test-jax-cache-{os.getuid()}")
+
+
 def cli_env():
   env = dict(os.environ)
   env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_COMPILATION_CACHE_DIR=_COMPILE_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
 
 
