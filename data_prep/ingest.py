@@ -40,6 +40,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Dataset directory to write.")
 _WORKERS = flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per CPU core).")
 
 _SHARD_RE = re.compile(r"^\d+x\d+x\d+/part-\d{5}\.array_record$")
+# A shard a killed job left under its temporary name (dataset_files.ShardGroup).
+_TEMPORARY_RE = re.compile(r"^\d+x\d+x\d+/\.part-\d{5}\.array_record\.[0-9a-f]+\.tmp$")
 
 
 def _settings(ingest) -> dict:
@@ -195,19 +197,22 @@ def _pool_run(jobs, settings, output, workers, progress, job_fn):
 
 
 def _remove_orphans(output: str, keep: set) -> None:
-  """Deletes shards no job marker lists (from an earlier run with other inputs or settings)."""
+  """Deletes shards no job marker lists (from an earlier run with other inputs or settings) and
+  temporary files of killed jobs."""
   for root, _, names in os.walk(output):
     for name in names:
       rel = os.path.relpath(os.path.join(root, name), output).replace(os.sep, "/")
-      if _SHARD_RE.match(rel) and rel not in keep:
+      if (_SHARD_RE.match(rel) and rel not in keep) or _TEMPORARY_RE.match(rel):
         os.remove(os.path.join(output, rel))
+    if re.fullmatch(r"\d+x\d+x\d+", os.path.basename(root)) and not os.listdir(root):
+      os.rmdir(root)  # a bucket no finished job has any more
 
 
 def ingest(input_path: str, output: str, ingest_config, workers: int = 0, progress=None) -> dict:
   """Runs the whole ingest; returns the report (also written to OUTPUT/report.json)."""
   settings = _settings(ingest_config)
   items = [vars(i) for i in ingest_inputs.discover(
-      input_path, allow_missing_captions=settings["allow_missing_captions"])]
+      input_path, allow_missing_captions=settings["allow_missing_captions"], exclude=output)]
   if not items:
     raise ingest_inputs.InputError(f"--input={input_path!r} holds no files.")
   metadata_path = os.path.join(output, "metadata.json")

@@ -39,10 +39,10 @@ def _read_sidecar(media_path: str) -> tuple[str | None, str]:
     return None, "caption_not_utf8"
 
 
-def _from_folder(folder: str) -> list[Input]:
+def _from_folder(folder: str, exclude: str) -> list[Input]:
   files = []
   for root, dirs, names in os.walk(folder):
-    dirs.sort()
+    dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(root, d)) != exclude)
     files.extend(os.path.join(root, n) for n in sorted(names))
   stems = {os.path.splitext(f)[0] for f in files if f.lower().endswith(MEDIA_EXTENSIONS)}
   inputs = []
@@ -109,14 +109,16 @@ def _from_manifest(manifest: str) -> list[Input]:
   return inputs
 
 
-def discover(input_path: str, *, allow_missing_captions: bool) -> list[Input]:
+def discover(input_path: str, *, allow_missing_captions: bool, exclude: str = "") -> list[Input]:
   """All inputs under a folder or listed in a manifest, in a stable order.
+
+  `exclude` is a folder to skip (the ingest output, when it lies inside the input folder).
 
   Raises:
     InputError: the path does not exist, or is neither a folder nor a .jsonl/.csv manifest.
   """
   if os.path.isdir(input_path):
-    inputs = _from_folder(input_path)
+    inputs = _from_folder(input_path, os.path.abspath(exclude) if exclude else "")
   elif os.path.isfile(input_path) and input_path.lower().endswith(MANIFEST_EXTENSIONS):
     inputs = _from_manifest(input_path)
   elif os.path.exists(input_path):

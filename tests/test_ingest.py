@@ -297,3 +297,17 @@ def test_a_job_that_kills_its_worker_is_reported_and_the_rest_finish(tmp_path):
   assert sorted(markers) == [0, 1, 2, 3]
   assert markers[1]["files"][0]["reason"] == "worker_crashed"
   assert all(markers[j]["files"][0]["status"] == "ok" for j in (0, 2, 3))
+
+
+def test_output_inside_the_input_folder_is_not_ingested(tmp_path):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  video_io.write_video(str(folder / "a.mp4"), _moving(24, 48, 80), 8)
+  _caption(str(folder / "a.mp4"), "a red circle moving left")
+  for _ in range(2):  # the second run finds the first run's shards inside the input folder
+    report = ingest.ingest(str(folder), str(folder / "data"), _ingest_config(), workers=1)
+    assert report["inputs"] == 1 and report["ok"] == 1
+  stray = folder / "data" / "16x48x80" / ".part-00007.array_record.0a1b.tmp"
+  stray.write_bytes(b"half")  # what a killed job leaves
+  ingest.ingest(str(folder), str(folder / "data"), _ingest_config(), workers=1)
+  assert not stray.exists()
