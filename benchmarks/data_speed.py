@@ -5,8 +5,8 @@ decode cost, and loader batches/s against what a train step consumes.
 
 Ingest runs on generated H.264 sources (moving shapes on textured, noisy backgrounds, so frames
 compress like camera footage rather than flat toy frames). The loader is compared with the train
-step of the toy config (8x32x32 clips, batch 16) and a mid-size config (8x64x64, batch 4; the
-model of benchmarks/train_speed.py), whose steps/s come from benchmarks/train_speed.py.
+step of the toy config (8x32x32 clips, batch 16) and a mid-size config (8x64x64, batch 4),
+measured here with benchmarks/train_speed.py on this machine's devices.
 """
 import json
 import os
@@ -18,6 +18,8 @@ from absl import app, flags
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_speed  # noqa: E402
 from configs import videos  # noqa: E402
 from data_prep import ingest, sample_media  # noqa: E402
 from vdit import video_io  # noqa: E402
@@ -122,9 +124,11 @@ def main(argv):
     _write_sources(sources, _VIDEOS.value, _SECONDS.value)
     ingest_results, ingested = _ingest_speed(sources, tmp)
     codecs = _codec_sizes(ingested)
-    # Train steps/s on this machine's CPU from benchmarks/train_speed.py (toy 11.2, mid 0.17).
     loader = {}
-    for name, batch, frames, size, step_rate in (("toy", 16, 8, 32, 11.2), ("mid", 4, 8, 64, 0.17)):
+    step_rates = {"toy": train_speed.bench("toy", train_speed.toy_config(), 20)["train_steps_per_s"],
+                  "mid": train_speed.bench("mid", train_speed.mid_config(), 2)["train_steps_per_s"]}
+    for name, batch, frames, size in (("toy", 16, 8, 32), ("mid", 4, 8, 64)):
+      step_rate = step_rates[name]
       for codec in ("raw", "jpeg"):
         rate = _loader_speed(os.path.join(tmp, f"loader_{name}_{codec}"), batch, frames, size,
                              codec, workers=0)
