@@ -20,7 +20,7 @@ setuptools.setup(
         "tensorboard",
         "tensorflow-datasets",
         "array-record",
-        "av",
+        "av>=14",  # VideoFrame.rotation (display matrix)
         "pillow",
         "msgpack",
         "numpy",

@@ -10,7 +10,9 @@ WORKDIR=${WORKDIR:-runs/toy}
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
 
 echo "== 1/4 toy world -> $DATA"
-[ -f "$DATA/metadata.json" ] || "$PY" -m data_prep.toy_world --output="$DATA" --num_clips=8192
+# Reuse a complete dataset of the current format; otherwise (re)generate it.
+"$PY" -c "import sys; from vdit.data import dataset_files; dataset_files.read_metadata(sys.argv[1])" \
+  "$DATA" 2>/dev/null || "$PY" -m data_prep.toy_world --output="$DATA" --num_clips=8192
 
 echo "== 2/4 train -> $WORKDIR (resumes if interrupted)"
 "$PY" -m vdit.main --config=configs/toy.py --workdir="$WORKDIR" --config.data.dir="$DATA" "$@"
