@@ -97,11 +97,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.sample_every = 0  # 0: no sample videos during training
 
   c.sample = ml_collections.ConfigDict()
-  c.sample.sampler = "euler"  # euler | heun
+  c.sample.sampler = "euler"  # euler | heun | dpmpp_2m (DPM-Solver++ 2M: second order, one call per step)
   c.sample.steps = 30
   c.sample.cfg = 5.0
   c.sample.shift = 0.0  # 0: from the token count
   c.sample.negative_prompt = ""
+  c.sample.guidance_interval = (0.0, 1.0)  # guidance only at times t in [low, high] (t=1 is noise)
   # Default size of generated videos; 0: the data's most common video bucket (at training length).
   c.sample.num_frames = 0
   c.sample.height = 0

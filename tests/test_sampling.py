@@ -104,3 +104,23 @@ def test_time_grid_and_shift():
   assert flow.shift_time(0.5, 3.0) == pytest.approx(0.75)
   assert flow.resolution_shift(256) == pytest.approx(np.exp(0.5))
   assert flow.resolution_shift(4096) > flow.resolution_shift(256)
+
+
+def test_guidance_interval_limits_guidance_to_its_steps():
+  """Outside the interval a step is the conditional model alone; an empty-at-every-step interval
+  equals cfg 1, the full interval equals plain guidance."""
+  config = tiny_config()
+  graphdef, _ = train_state.abstract_model(config)
+  params = train_state.init_params(config, jax.random.key(0))
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
+  sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length))
+  opts = dict(num_frames=2, height=16, width=16, channels=3, patch_size=(2, 8, 8), steps=4,
+              sampler="dpmpp_2m")
+  run = lambda **kw: np.asarray(sampler.generate(["a red circle moving left"], [0], **opts, **kw))
+  plain, none = run(cfg=4.0), run(cfg=1.0)
+  np.testing.assert_allclose(run(cfg=4.0, guidance_interval=(0.0, 1.0)), plain, atol=1e-6)
+  np.testing.assert_allclose(run(cfg=4.0, guidance_interval=(0.0, 0.0)), none, atol=1e-6)
+  middle = run(cfg=4.0, guidance_interval=(0.3, 0.8))
+  assert np.abs(middle - plain).max() > 1e-3 and np.abs(middle - none).max() > 1e-3
+  with pytest.raises(ValueError, match="guidance_interval"):
+    run(cfg=4.0, guidance_interval=(0.8, 0.3))

@@ -44,6 +44,9 @@ def validate(config) -> None:
            f"config.diffusion.timestep_sampling={config.diffusion.timestep_sampling!r}; "
            f"choose one of {TIMESTEP_SAMPLERS}.")
   _require(config.sample.sampler in SAMPLERS, f"config.sample.sampler={config.sample.sampler!r}; choose one of {SAMPLERS}.")
+  interval = tuple(config.sample.guidance_interval)
+  _require(len(interval) == 2 and 0.0 <= interval[0] <= interval[1] <= 1.0,
+           f"config.sample.guidance_interval={interval} must be (low, high) with 0 <= low <= high <= 1.")
   _require(tr.num_steps > 0 and tr.global_batch_size > 0, "config.train.num_steps and global_batch_size must be > 0.")
   _require(tr.log_every > 0 and tr.checkpoint_every > 0, "config.train.log_every and checkpoint_every must be > 0.")
   _require(config.data.num_frames % m.patch_size[0] == 0,

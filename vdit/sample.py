@@ -22,7 +22,11 @@ _OUT = flags.DEFINE_string("out", None, "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
 _STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the config's sample.steps).")
 _CFG = flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default: the config's sample.cfg).")
-_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun"], "ODE sampler (default: the config's).")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"],
+                             "ODE sampler (default: the config's); dpmpp_2m is DPM-Solver++(2M).")
+_INTERVAL = flags.DEFINE_list("guidance_interval", None,
+                              "LOW,HIGH: apply guidance only at times t in [LOW, HIGH] (1 = noise; "
+                              "default: the config's sample.guidance_interval).")
 _SHIFT = flags.DEFINE_float("shift", None, "Timestep shift; 0 = resolution-aware (default: the config's).")
 _NEGATIVE = flags.DEFINE_string("negative_prompt", None, "Negative prompt for guidance (default: the config's).")
 _FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per video (default: the config's sample.num_frames).")
@@ -57,6 +61,19 @@ def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
       raise UsageError(f"Prompt {i + 1} is empty; describe the video you want (e.g. \"a red circle moving left\").")
     tokenizer.encode_batch([p])  # raises PromptError naming the prompt if it is too long
   return prompts
+
+
+def _guidance_interval(sample_config) -> tuple[float, float]:
+  if _INTERVAL.value is None:
+    # Workdirs from before guidance intervals existed lack the key: guidance at every step.
+    return tuple(float(v) for v in sample_config.get("guidance_interval", (0.0, 1.0)))
+  try:
+    low, high = (float(v) for v in _INTERVAL.value)
+  except ValueError:
+    raise UsageError(f"--guidance_interval={','.join(_INTERVAL.value)} must be two numbers LOW,HIGH.") from None
+  if not 0.0 <= low <= high <= 1.0:
+    raise UsageError(f"--guidance_interval={low},{high} must satisfy 0 <= LOW <= HIGH <= 1.")
+  return low, high
 
 
 def run(argv_flags=None):
@@ -97,7 +114,8 @@ def run(argv_flags=None):
   opts = dict(num_frames=num_frames, height=height, width=width, channels=config.model.in_channels,
               patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
               cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,
-              shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative)
+              shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative,
+              guidance_interval=_guidance_interval(s))
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
   seeds = [_SEED.value + i for i in range(len(prompts))]
   videos = []
@@ -121,7 +139,8 @@ def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
     video_io.write_gif(os.path.join(out, gif), video, fps=_FPS.value, scale=_SCALE.value)
     records.append({"prompt": prompt, "path": mp4, "gif": gif, "seed": seed, "steps": opts["steps"],
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
-                    "negative_prompt": opts["negative_prompt"], "num_frames": opts["num_frames"],
+                    "negative_prompt": opts["negative_prompt"],
+                    "guidance_interval": list(opts["guidance_interval"]), "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
                     "workdir": os.path.abspath(workdir), "ema": _EMA.value})
   video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos)))

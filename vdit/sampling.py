@@ -51,7 +51,7 @@ class VideoSampler:
     if key not in self._steps:
       update = samplers.step_fn(sampler)
 
-      def step(params, x, t, t_next, cond, uncond):
+      def step(params, x, carry, t, t_next, cond, uncond):
         model = nnx.merge(self.graphdef, params)
         with sharding.activation_rules(self.rules):
           def model_velocity(x, t, context):
@@ -61,14 +61,24 @@ class VideoSampler:
           # At scale 1 guidance is the conditional velocity: skip the unconditional half.
           velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
                                                               None if cfg == 1.0 else uncond, cfg)
-          return update(velocity_fn, x, t, t_next)
+          return update(velocity_fn, x, t, t_next, carry)
 
-      self._steps[key] = jax.jit(step, donate_argnums=1)
+      self._steps[key] = jax.jit(step, donate_argnums=(1, 2))
     return self._steps[key]
 
   def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
-               sampler="euler", shift=0.0, negative_prompt="", progress=None):
-    """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds."""
+               sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
+               progress=None):
+    """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds.
+
+    Guidance applies at steps whose time t lies in `guidance_interval` (t=1 is noise); the other
+    steps run the conditional model alone (Kynkaanniemi et al. 2024: guidance helps most in the
+    middle of the trajectory and costs diversity at high noise).
+    """
+    low, high = guidance_interval
+    if not 0.0 <= low <= high <= 1.0:
+      raise ValueError(f"guidance_interval {tuple(guidance_interval)} must satisfy 0 <= low <= "
+                       "high <= 1 (times, 1 = noise).")
     shape = (num_frames, height, width, channels)
     count = len(prompts)
     prompts, seeds = _pad_to_multiple(list(prompts), list(seeds), self._batch_multiple())
@@ -79,14 +89,16 @@ class VideoSampler:
     uncond = (batch(neg_tokens), batch(neg_mask))
     x = initial_noise(seeds, shape, self.mesh)
     grid = samplers.time_grid(steps, sampling_shift(shift, shape, patch_size))
-    step = self._update_fn(sampler, cfg)
+    carry = samplers.initial_carry(sampler, x)
     pairs = list(zip(grid[:-1], grid[1:]))
     for t, t_next in (progress(pairs) if progress else pairs):
+      step = self._update_fn(sampler, cfg if low <= t <= high else 1.0)
+      args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond)
       if self.mesh is None:
-        x = step(self.params, x, jnp.float32(t), jnp.float32(t_next), cond, uncond)
+        x, carry = step(*args)
       else:
         with jax.set_mesh(self.mesh):
-          x = step(self.params, x, jnp.float32(t), jnp.float32(t_next), cond, uncond)
+          x, carry = step(*args)
     return x[:count]
 
   def _batch_multiple(self) -> int:

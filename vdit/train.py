@@ -108,7 +108,8 @@ def write_samples(config, sampler, state, step, workdir, writer):
                             num_frames=s.num_frames, height=s.height, width=s.width,
                             channels=config.model.in_channels, patch_size=config.model.patch_size,
                             steps=config.sample.steps, cfg=config.sample.cfg, sampler=config.sample.sampler,
-                            shift=config.sample.shift, negative_prompt=config.sample.negative_prompt)
+                            shift=config.sample.shift, negative_prompt=config.sample.negative_prompt,
+                            guidance_interval=tuple(config.sample.guidance_interval))
   videos = to_uint8(videos)
   if jax.process_index() == 0:
     out = os.path.join(workdir, "samples", f"step_{step:08d}")
