@@ -59,6 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.rope_theta = 10000.0
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   c.model.remat = "none"  # none | full | dots
+  # Clean conditioning frames (image-to-video, extension, connect, loop) enter with a per-frame mask
+  # channel and per-frame timesteps; train.conditioning sets how often training shows them.
+  c.model.frame_conditioning = False
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"
 
@@ -95,6 +98,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.async_checkpoint = True
   c.train.sample_every = 0  # 0: no sample videos during training
+  # With model.frame_conditioning: how often each conditioning strategy is drawn per clip
+  # (relative weights; vdit/diffusion/conditioning.py), and the most frames first_k/last_k give.
+  c.train.conditioning = ml_collections.ConfigDict(
+      {"none": 0.4, "first": 0.2, "first_last": 0.1, "first_k": 0.1, "last_k": 0.1, "random": 0.1})
+  c.train.conditioning_max_frames = 4
 
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "euler"  # euler | heun | dpmpp_2m (DPM-Solver++ 2M: second order, one call per step)

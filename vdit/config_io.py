@@ -8,6 +8,7 @@ import os
 
 import ml_collections
 
+from vdit.diffusion import conditioning
 from vdit.diffusion.flow import TIMESTEP_SAMPLERS
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.dit import REMAT_POLICIES
@@ -16,6 +17,9 @@ from vdit.model.factory import DTYPES, PREDICTIONS
 CONFIG_FILE = "config.json"
 # Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
 _RUNTIME_ONLY = {"model.remat", "model.dtype", "text.caption_dropout", "text.max_length"}
+# Settings added after checkpoints existed: left out of the signature at their old behaviour, so
+# those checkpoints still match.
+_OMITTED_AT = {"model.frame_conditioning": False}
 
 
 class ConfigError(ValueError):
@@ -44,6 +48,10 @@ def validate(config) -> None:
            f"config.diffusion.timestep_sampling={config.diffusion.timestep_sampling!r}; "
            f"choose one of {TIMESTEP_SAMPLERS}.")
   _require(config.sample.sampler in SAMPLERS, f"config.sample.sampler={config.sample.sampler!r}; choose one of {SAMPLERS}.")
+  try:
+    conditioning.strategy_probabilities(config.train.conditioning)
+  except ValueError as e:
+    raise ConfigError(f"config.train.conditioning: {e}") from None
   interval = tuple(config.sample.guidance_interval)
   _require(len(interval) == 2 and 0.0 <= interval[0] <= interval[1] <= 1.0,
            f"config.sample.guidance_interval={interval} must be (low, high) with 0 <= low <= high <= 1.")
@@ -62,7 +70,7 @@ def model_signature(config) -> dict:
   for section in ("model", "text"):
     for key, value in config[section].items():
       name = f"{section}.{key}"
-      if name not in _RUNTIME_ONLY:
+      if name not in _RUNTIME_ONLY and not (name in _OMITTED_AT and value == _OMITTED_AT[name]):
         flat[name] = list(value) if isinstance(value, (tuple, list)) else value
   return flat
 

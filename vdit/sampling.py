@@ -51,25 +51,36 @@ class VideoSampler:
     if key not in self._steps:
       update = samplers.step_fn(sampler)
 
-      def step(params, x, carry, t, t_next, cond, uncond):
+      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask):
         model = nnx.merge(self.graphdef, params)
         with sharding.activation_rules(self.rules):
           def model_velocity(x, t, context):
             tokens, mask = context
             emb = model.encode_text(tokens, mask)
-            return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask)
+            if frame_mask is None:
+              return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask)
+            # Conditioning frames (cond and uncond halves alike) are clean, at t=0.
+            fmask = jnp.tile(frame_mask, (x.shape[0] // frame_mask.shape[0], 1))
+            t_frames = jnp.where(fmask, 0.0, t)
+            return model.velocity(x, t_frames, emb, mask, fmask)
           # At scale 1 guidance is the conditional velocity: skip the unconditional half.
           velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
                                                               None if cfg == 1.0 else uncond, cfg)
-          return update(velocity_fn, x, t, t_next, carry)
+          x, carry = update(velocity_fn, _impose(x, frames, frame_mask), t, t_next, carry)
+          return _impose(x, frames, frame_mask), carry
 
       self._steps[key] = jax.jit(step, donate_argnums=(1, 2))
     return self._steps[key]
 
   def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
                sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
-               progress=None):
+               frames=None, frame_mask=None, init_video=None, strength=1.0, progress=None):
     """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds.
+
+    Frame conditioning: `frames` [N, T, H, W, C] (model space) and `frame_mask` bool [N, T] give
+    clean frames that every step keeps (image-to-video, extension, connecting, looping).
+    Editing (SDEdit): `init_video` [N, T, H, W, C] is noised to time `strength` in (0, 1] and
+    denoised from there under the prompts; strength 1 ignores it.
 
     Guidance applies at steps whose time t lies in `guidance_interval` (t=1 is noise); the other
     steps run the conditional model alone (Kynkaanniemi et al. 2024: guidance helps most in the
@@ -89,11 +100,21 @@ class VideoSampler:
     uncond = (batch(neg_tokens), batch(neg_mask))
     x = initial_noise(seeds, shape, self.mesh)
     grid = samplers.time_grid(steps, sampling_shift(shift, shape, patch_size))
+    if not 0.0 < strength <= 1.0:
+      raise ValueError(f"strength={strength} must be in (0, 1]: the noise level editing starts from.")
+    if init_video is not None and strength < 1.0:
+      init = batch(_pad_rows(jnp.asarray(init_video, jnp.float32), len(prompts)))
+      x = (1.0 - strength) * init + strength * x
+      grid = np.concatenate([[strength], grid[grid < strength]]).astype(np.float32)
+    if frame_mask is not None:
+      frames = batch(_pad_rows(jnp.asarray(frames, jnp.float32), len(prompts)))
+      frame_mask = batch(_pad_rows(jnp.asarray(frame_mask, bool), len(prompts)))
     carry = samplers.initial_carry(sampler, x)
     pairs = list(zip(grid[:-1], grid[1:]))
     for t, t_next in (progress(pairs) if progress else pairs):
       step = self._update_fn(sampler, cfg if low <= t <= high else 1.0)
-      args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond)
+      args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond,
+              frames if frame_mask is not None else None, frame_mask)
       if self.mesh is None:
         x, carry = step(*args)
       else:
@@ -112,6 +133,18 @@ class VideoSampler:
     if self.mesh is None:
       return a
     return jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim, self.rules))
+
+
+def _impose(x, frames, frame_mask):
+  """x with its conditioning frames replaced by the given clean ones."""
+  if frame_mask is None:
+    return x
+  return jnp.where(frame_mask[:, :, None, None, None], frames, x)
+
+
+def _pad_rows(a, rows: int):
+  """Repeats the last row so per-video inputs match the padded batch."""
+  return jnp.concatenate([a, jnp.repeat(a[-1:], rows - a.shape[0], axis=0)]) if rows > a.shape[0] else a
 
 
 def _pad_to_multiple(prompts, seeds, multiple):

@@ -18,6 +18,7 @@ from clu import metric_writers, periodic_actions
 from vdit import checkpoint as ckpt_lib
 from vdit import config_io, sharding, train_state
 from vdit.data import bucket_plan, dataset_files, pipeline
+from vdit.diffusion import conditioning
 from vdit.jsonl_writer import JsonlWriter
 from vdit.sampling import VideoSampler, to_uint8
 from vdit.text.tokenizer import Tokenizer
@@ -131,7 +132,10 @@ def build_train_step(config, mesh, tx, tokenizer):
       graphdef, tx, empty_tokens=jnp.asarray(empty_tokens[0]), empty_mask=jnp.asarray(empty_mask[0]),
       caption_dropout=config.text.caption_dropout, timestep_sampling=d.timestep_sampling,
       logit_mean=d.logit_mean, logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
-      ema_decay=config.optim.ema_decay)
+      ema_decay=config.optim.ema_decay,
+      conditioning=(conditioning.strategy_probabilities(config.train.conditioning)
+                    if config.model.frame_conditioning else None),
+      conditioning_max_frames=config.train.conditioning_max_frames)
   shardings = train_state.state_shardings(config, mesh, tx)
 
   def traced_step(state, batch, key):

@@ -36,6 +36,6 @@ def sample_training_times(key, batch: int, *, method: str, shift: float, logit_m
 
 
 def noisy_sample(x0, noise, t):
-  """(x_t, target velocity) for clean x0, noise and times t [B]."""
-  tb = t.reshape((-1,) + (1,) * (x0.ndim - 1))
+  """(x_t, target velocity) for clean x0, noise and times t [B] (or per frame [B, T])."""
+  tb = t.reshape(t.shape + (1,) * (x0.ndim - t.ndim))
   return (1.0 - tb) * x0 + tb * noise, noise - x0

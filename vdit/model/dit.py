@@ -25,6 +25,11 @@ def _modulate(x, shift, scale):
   return x * (1 + scale) + shift
 
 
+def _by_frame(x, num_frames):
+  """[B, N, D] tokens (t-major) -> [B, F, N/F, D], so per-frame modulation [B, F, 1, D] broadcasts."""
+  return x.reshape(x.shape[0], num_frames, -1, x.shape[-1])
+
+
 class Block(nnx.Module):
   """Self-attention (RoPE) -> cross-attention to text -> MLP, modulated by the timestep."""
 
@@ -40,21 +45,32 @@ class Block(nnx.Module):
     self.modulation = nnx.Param(jnp.zeros((6, dim), param_dtype), logical_axes=("modulation", "embed"))
 
   def __call__(self, x, time_mod, context, context_mask, angles):
-    mod = (self.modulation[...][None] + time_mod).astype(jnp.float32)  # [B, 6, D]
-    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(mod, 6, axis=1)  # each [B, 1, D]
-    h = _modulate(self.norm1(x).astype(jnp.float32), shift_a, scale_a)
-    x = x + (self.self_attn(h.astype(x.dtype), angles=angles) * gate_a).astype(x.dtype)
+    """time_mod [B, F, 6, D]: F = 1 (one time per video) or the temporal patch count."""
+    frames = time_mod.shape[1]
+    mod = (self.modulation[...][None, None] + time_mod).astype(jnp.float32)
+    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(mod, 6, axis=2)  # [B, F, 1, D]
+    by_frame = lambda y: _by_frame(y, frames)
+    h = _modulate(by_frame(self.norm1(x).astype(jnp.float32)), shift_a, scale_a).reshape(x.shape)
+    attn = by_frame(self.self_attn(h.astype(x.dtype), angles=angles))
+    x = x + (attn * gate_a).reshape(x.shape).astype(x.dtype)
     x = x + self.cross_attn(self.norm_cross(x), context, context_mask)
-    h = _modulate(self.norm2(x).astype(jnp.float32), shift_m, scale_m)
-    x = x + (self.mlp(h.astype(x.dtype)) * gate_m).astype(x.dtype)
+    h = _modulate(by_frame(self.norm2(x).astype(jnp.float32)), shift_m, scale_m).reshape(x.shape)
+    x = x + (by_frame(self.mlp(h.astype(x.dtype))) * gate_m).reshape(x.shape).astype(x.dtype)
     return constrain(x, ("batch", "length", "act_embed"))
 
 
 class DiT(nnx.Module):
-  """Predicts the flow velocity of a noisy video x_t [B, T, H, W, C] at time t [B] given text."""
+  """Predicts the flow velocity of a noisy video x_t [B, T, H, W, C] at time t given text.
+
+  Frame conditioning: t may be per frame [B, T], with clean conditioning frames at t=0 (their
+  tokens are modulated as "already denoised"); with `frame_conditioning` the per-frame mask also
+  enters as an extra input channel, so a conditioning frame that shares a temporal patch with
+  noisy ones is still known to be clean.
+  """
 
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
-               freq_dim=256, rope_theta=10000.0, remat="none", dtype=jnp.float32, param_dtype=jnp.float32):
+               freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     if remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
     self.patch_size = tuple(patch_size)
@@ -65,11 +81,12 @@ class DiT(nnx.Module):
     self.rope_theta = rope_theta
     self.remat = remat
     self.dtype = dtype
+    self.frame_conditioning = frame_conditioning
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    patch_dim = in_channels
-    for p in self.patch_size:
-      patch_dim *= p
-    self.patch_embed = Dense(patch_dim, dim, in_axes=("patch",), out_axes=("embed",), rngs=rngs, **kw)
+    patch_volume = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
+    patch_dim = in_channels * patch_volume
+    in_dim = (in_channels + int(frame_conditioning)) * patch_volume
+    self.patch_embed = Dense(in_dim, dim, in_axes=("patch",), out_axes=("embed",), rngs=rngs, **kw)
     self.text_embed = MLP(text_dim, dim, out_dim=dim, rngs=rngs, **kw)
     self.time_embed = MLP(freq_dim, dim, out_dim=dim, rngs=rngs, **kw)
     self.time_project = Dense(dim, (6, dim), in_axes=("embed",), out_axes=("modulation", "mlp"), rngs=rngs, **kw)
@@ -85,21 +102,29 @@ class DiT(nnx.Module):
     self.head_modulation = nnx.Param(jnp.zeros((2, dim), param_dtype), logical_axes=("modulation", "embed"))
     self.head = Dense(dim, patch_dim, in_axes=("embed",), out_axes=("patch",), zero_init=True, rngs=rngs, **kw)
 
-  def __call__(self, x, t, context, context_mask):
-    """x [B,T,H,W,C], t [B] in [0,1], context [B,L,text_dim], context_mask bool [B,L] -> velocity like x."""
+  def __call__(self, x, t, context, context_mask, frame_mask=None):
+    """x [B,T,H,W,C], t [B] or per frame [B,T] in [0,1], context [B,L,text_dim], context_mask bool
+    [B,L], frame_mask bool [B,T] (conditioning frames; used with frame_conditioning) -> velocity."""
     grid = grid_shape(x.shape, self.patch_size)
+    b, num_frames = x.shape[:2]
+    if self.frame_conditioning:
+      mask = jnp.zeros((b, num_frames), bool) if frame_mask is None else frame_mask
+      mask = jnp.broadcast_to(mask[:, :, None, None, None], x.shape[:-1] + (1,)).astype(x.dtype)
+      x = jnp.concatenate([x, mask], axis=-1)
     tokens = self.patch_embed(patchify(x, self.patch_size))
     tokens = constrain(tokens, ("batch", "length", "act_embed"))
     context = self.text_embed(context)
-    time_emb = self.time_embed(timestep_embedding(t, self.freq_dim))
-    time_mod = self.time_project(jax.nn.silu(time_emb))  # [B, 6, D]
+    # One time per video ([B, 1]) or per temporal patch ([B, nt]: the noisiest frame of the patch).
+    t = t[:, None] if t.ndim == 1 else t.reshape(b, grid[0], -1).max(axis=-1)
+    time_emb = self.time_embed(timestep_embedding(t.reshape(-1), self.freq_dim)).reshape(b, t.shape[1], -1)
+    time_mod = self.time_project(jax.nn.silu(time_emb))  # [B, F, 6, D]
     angles = rope.video_angles(grid, self.head_dim, self.rope_theta)
     # Loop invariants of the scan below get explicit shardings: left to propagation, XLA picked
     # layouts whose backward accumulation was wrong on a data x fsdp x tensor mesh (found by
     # tests/test_sharding.py against a float64 single-device reference).
     context = constrain(context, ("batch", "length", "act_embed"))
     context_mask = constrain(context_mask, ("batch", "length"))
-    time_mod = constrain(time_mod, ("batch", None, "act_embed"))
+    time_mod = constrain(time_mod, ("batch", None, None, "act_embed"))
 
     block_def, block_state = nnx.split(self.blocks)
 
@@ -111,7 +136,8 @@ class DiT(nnx.Module):
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
     tokens, _ = jax.lax.scan(body, tokens, block_state)
 
-    shift, scale = jnp.split((self.head_modulation[...][None] + time_emb[:, None]).astype(jnp.float32), 2, axis=1)
-    h = _modulate(self.norm_out(tokens).astype(jnp.float32), shift, scale)
-    out = self.head(h.astype(self.dtype))
+    head_mod = self.head_modulation[...][None, None] + time_emb[:, :, None]  # [B, F, 2, D]
+    shift, scale = jnp.split(head_mod.astype(jnp.float32), 2, axis=2)
+    h = _modulate(_by_frame(self.norm_out(tokens).astype(jnp.float32), t.shape[1]), shift, scale)
+    out = self.head(h.reshape(tokens.shape).astype(self.dtype))
     return unpatchify(out, grid, self.patch_size, self.in_channels).astype(jnp.float32)

@@ -41,12 +41,13 @@ class Generator(nnx.Module):
   def encode_text(self, tokens, mask):
     return self.text_encoder(tokens, mask)
 
-  def velocity(self, x, t, context, context_mask):
-    out = self.dit(x, t, context, context_mask)
+  def velocity(self, x, t, context, context_mask, frame_mask=None):
+    """t: [B], or per frame [B, T] (conditioning frames at 0, marked in frame_mask [B, T])."""
+    out = self.dit(x, t, context, context_mask, frame_mask)
     if self.prediction == "velocity":
       return out
     # Clipping t bounds the 1/t gain near clean data, where the velocity matters least.
-    t = jnp.maximum(t, self.min_time).reshape((-1,) + (1,) * (x.ndim - 1))
+    t = jnp.maximum(t, self.min_time).reshape(t.shape + (1,) * (x.ndim - t.ndim))
     return (x.astype(jnp.float32) - out) / t
 
 
@@ -58,5 +59,6 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
                              mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
-            remat=m.remat, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+            remat=m.remat, frame_conditioning=m.get("frame_conditioning", False), rngs=rngs, dtype=dtype,
+            param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)
