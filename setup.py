@@ -31,5 +31,7 @@ setuptools.setup(
         "test": ["pytest", "pytest-xdist"],
         # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
         "tfds-cli": ["apache-beam", "mlcroissant"],
+        # PyTorch references for parity tests (skipped without them); CI does not install these.
+        "reference": ["torch", "diffusers"],
     },
 )
