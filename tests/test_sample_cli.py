@@ -66,3 +66,29 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   result = cli("vdit.sample", f"--workdir={tmp_path}", "--prompt=a red circle moving left", f"--out={tmp_path / 'o'}")
   assert result.returncode == 2
   assert "config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_modes_from_the_command_line(workdir, tmp_path):
+  from vdit import video_io
+  image = np.random.default_rng(0).integers(0, 8, (16, 16, 3), dtype=np.uint8) * 32
+  video_io.write_png(str(tmp_path / "first.png"), image)
+  out = tmp_path / "i2v"
+  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle moving left", f"--out={out}",
+               "--steps=2", f"--image={tmp_path / 'first.png'}", "--scale=1", "--sampler=dpmpp_2m")
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((out / "index.jsonl").read_text())
+  assert record["mode"] == "image" and record["inputs"] == {"image": str(tmp_path / "first.png")}
+  np.testing.assert_array_equal(video_reader.read_video(str(out / record["gif"]))[0], image)
+  out = tmp_path / "t2i"
+  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle", f"--out={out}", "--steps=2",
+               "--num_frames=1", "--scale=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((out / "index.jsonl").read_text())
+  assert record["path"] == "000.png" and record["frames"] == 1 and "gif" not in record
+  assert video_reader.read_video(str(out / "000.png")).shape == (1, 32, 32, 3)
+  both = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'x'}", "--loop",
+             f"--image={tmp_path / 'first.png'}")
+  assert both.returncode == 2 and "Choose one mode" in both.stderr
+  bad = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'y'}", "--edit=/no/file.mp4")
+  assert bad.returncode == 2 and "Cannot use /no/file.mp4" in bad.stderr
+  assert not (tmp_path / "y").exists()

@@ -39,8 +39,49 @@ _FPS = flags.DEFINE_integer("fps", 8, "Frames per second of the written videos."
 _SCALE = flags.DEFINE_integer("scale", 4, "Integer upscale of the written videos (toy frames are tiny).")
 
 
+_IMAGE = flags.DEFINE_string("image", None, "Image-to-video: the first frame (an image or video file).")
+_VIDEO = flags.DEFINE_string("video", None, "A video to extend (with --extend).")
+_EXTEND = flags.DEFINE_enum("extend", None, ["forward", "backward"], "Extend --video forward or backward in time.")
+_EXTEND_FRAMES = flags.DEFINE_integer(
+    "extend_frames", None, "Frames of the given video kept as context when extending, and the "
+    "overlap of a long video's windows (default: half the window).")
+_CONNECT = flags.DEFINE_list("connect", None, "A,B: a transition from the end of video A to the start of B.")
+_LOOP = flags.DEFINE_bool("loop", False, "Make a video whose last frame leads back to its first.")
+_EDIT = flags.DEFINE_string("edit", None, "Video-to-video editing (SDEdit) of this file under the prompt.")
+_STRENGTH = flags.DEFINE_float("strength", 0.6, "With --edit: noise level in [0, 1] (0 keeps the video, 1 ignores it).")
+_TOTAL = flags.DEFINE_integer("total_frames", None, "A video longer than the model's window, made by "
+                              "repeated extension with overlap.")
+
+
 class UsageError(ValueError):
   pass
+
+
+def resolve_mode() -> tuple[str, dict]:
+  """The sampling mode from the flags, and its inputs (recorded in index.jsonl)."""
+  chosen = {"image": _IMAGE.value, "extend": _VIDEO.value or _EXTEND.value, "connect": _CONNECT.value,
+            "loop": _LOOP.value, "edit": _EDIT.value, "long": _TOTAL.value}
+  given = [name for name, value in chosen.items() if value]
+  if len(given) > 1:
+    raise UsageError(f"Choose one mode; got {', '.join('--' + g for g in given)}.")
+  if not given:
+    return "text", {}
+  name = given[0]
+  if name == "extend":
+    if not (_VIDEO.value and _EXTEND.value):
+      raise UsageError("Extending needs both --video=FILE and --extend=forward|backward.")
+    return f"extend_{_EXTEND.value}", {"video": _VIDEO.value, "extend_frames": _EXTEND_FRAMES.value}
+  if name == "connect":
+    if len(_CONNECT.value) != 2:
+      raise UsageError(f"--connect takes two videos A,B; got {_CONNECT.value}.")
+    return "connect", {"connect": list(_CONNECT.value)}
+  if name == "edit":
+    return "edit", {"video": _EDIT.value, "strength": _STRENGTH.value}
+  if name == "long":
+    return "long", {"total_frames": _TOTAL.value, "extend_frames": _EXTEND_FRAMES.value}
+  if name == "image":
+    return "image", {"image": _IMAGE.value}
+  return "loop", {}
 
 
 def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
@@ -82,7 +123,8 @@ def run(argv_flags=None):
 
   from vdit import checkpoint as ckpt_lib
   from vdit import config_io, sharding, train_state
-  from vdit.sampling import VideoSampler, to_uint8
+  from vdit import sample_modes
+  from vdit.sampling import VideoSampler
   from vdit.text.tokenizer import Tokenizer
 
   config = config_io.load(_WORKDIR.value)
@@ -109,9 +151,16 @@ def run(argv_flags=None):
   params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
   checkpointer.close()
 
+  mode, mode_inputs = resolve_mode()
   num_frames = _FRAMES.value or s.num_frames
   height, width = _HEIGHT.value or s.height, _WIDTH.value or s.width
-  opts = dict(num_frames=num_frames, height=height, width=width, channels=config.model.in_channels,
+  if mode == "long" and mode_inputs["total_frames"] <= num_frames:
+    raise UsageError(f"--total_frames={mode_inputs['total_frames']} must exceed the window "
+                     f"num_frames={num_frames}; for a video that short, leave --total_frames out.")
+  # Text-to-image: a model with temporal patches of pt frames makes pt frames (images were trained
+  # as repeated frames); the first is the image.
+  window = config.model.patch_size[0] if num_frames == 1 else num_frames
+  opts = dict(num_frames=window, height=height, width=width, channels=config.model.in_channels,
               patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
               cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,
               shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative,
@@ -123,9 +172,13 @@ def run(argv_flags=None):
     chunk = slice(start, start + _BATCH.value)
     progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + _BATCH.value, len(prompts))}",
                                          disable=jax.process_index() > 0)
-    videos.extend(to_uint8(sampler.generate(prompts[chunk], seeds[chunk], progress=progress, **opts)))
+    videos.extend(sample_modes.run(mode, sampler, prompts[chunk], seeds[chunk], opts, progress=progress,
+                                   **{k: v for k, v in mode_inputs.items() if v is not None}))
+  if num_frames == 1:
+    videos = [v[:1] for v in videos]
 
   if jax.process_index() == 0:
+    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs)
     write_outputs(_OUT.value, prompts, seeds, videos, step=step, workdir=_WORKDIR.value, opts=opts)
 
 
@@ -134,16 +187,22 @@ def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
   os.makedirs(out, exist_ok=True)
   records = []
   for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
-    mp4, gif = f"{i:03d}.mp4", f"{i:03d}.gif"
-    video_io.write_mp4(os.path.join(out, mp4), video, fps=_FPS.value, scale=_SCALE.value)
-    video_io.write_gif(os.path.join(out, gif), video, fps=_FPS.value, scale=_SCALE.value)
-    records.append({"prompt": prompt, "path": mp4, "gif": gif, "seed": seed, "steps": opts["steps"],
+    if video.shape[0] == 1:  # text-to-image
+      media = {"path": f"{i:03d}.png"}
+      scaled = video[0].repeat(_SCALE.value, axis=0).repeat(_SCALE.value, axis=1)
+      video_io.write_png(os.path.join(out, media["path"]), scaled)
+    else:
+      media = {"path": f"{i:03d}.mp4", "gif": f"{i:03d}.gif"}
+      video_io.write_mp4(os.path.join(out, media["path"]), video, fps=_FPS.value, scale=_SCALE.value)
+      video_io.write_gif(os.path.join(out, media["gif"]), video, fps=_FPS.value, scale=_SCALE.value)
+    records.append({"prompt": prompt, **media, "seed": seed, "mode": opts["mode"],
+                    "inputs": opts["inputs"], "frames": int(video.shape[0]), "steps": opts["steps"],
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
                     "negative_prompt": opts["negative_prompt"],
                     "guidance_interval": list(opts["guidance_interval"]), "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
                     "workdir": os.path.abspath(workdir), "ema": _EMA.value})
-  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos)))
+  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos), max_frames=16))
   tmp = os.path.join(out, "index.jsonl.tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     for r in records:
