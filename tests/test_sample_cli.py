@@ -73,11 +73,16 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   image = np.random.default_rng(0).integers(0, 8, (16, 16, 3), dtype=np.uint8) * 32
   video_io.write_png(str(tmp_path / "first.png"), image)
   out = tmp_path / "i2v"
-  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle moving left", f"--out={out}",
-               "--steps=2", f"--image={tmp_path / 'first.png'}", "--scale=1", "--sampler=dpmpp_2m")
+  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=red ball going left", f"--out={out}",
+               "--steps=2", f"--image={tmp_path / 'first.png'}", "--scale=1", "--sampler=dpmpp_2m", "--expand=toy")
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((out / "index.jsonl").read_text())
   assert record["mode"] == "image" and record["inputs"] == {"image": str(tmp_path / "first.png")}
+  assert (record["prompt"], record["caption"]) == ("red ball going left", "a red circle moving left")
+  for name in (record["path"], record["gif"]):  # provenance travels inside the files
+    tags = video_reader.read_tags(str(out / name))
+    assert tags["generator"] == "vdit" and tags["prompt"] == "red ball going left"
+    assert (tags["mode"], tags["seed"], tags["config_hash"]) == ("image", "0", record["config_hash"])
   np.testing.assert_array_equal(video_reader.read_video(str(out / record["gif"]))[0], image)
   out = tmp_path / "t2i"
   result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle", f"--out={out}", "--steps=2",
@@ -86,9 +91,14 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   record = json.loads((out / "index.jsonl").read_text())
   assert record["path"] == "000.png" and record["frames"] == 1 and "gif" not in record
   assert video_reader.read_video(str(out / "000.png")).shape == (1, 32, 32, 3)
+  assert video_reader.read_tags(str(out / "000.png"))["caption"] == "a red circle"
   both = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'x'}", "--loop",
              f"--image={tmp_path / 'first.png'}")
   assert both.returncode == 2 and "Choose one mode" in both.stderr
   bad = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'y'}", "--edit=/no/file.mp4")
   assert bad.returncode == 2 and "Cannot use /no/file.mp4" in bad.stderr
   assert not (tmp_path / "y").exists()
+  hung = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'z'}", "--expand=command",
+             "--expand_command=sleep 20", "--expand_timeout=0.5")
+  assert hung.returncode == 2 and "no answer within 0.5 s" in hung.stderr
+  assert not (tmp_path / "z").exists()

@@ -2,8 +2,10 @@
 from vdit.checkpoint import CheckpointError
 from vdit.config_io import ConfigError
 from vdit.data.errors import DataError
+from vdit.prompt_expansion import ExpansionError
 from vdit.sample_modes import ModeError
 from vdit.sharding import MeshConfigError
 from vdit.text.tokenizer import PromptError
 
-USER_ERRORS = (CheckpointError, ConfigError, DataError, MeshConfigError, ModeError, PromptError)
+USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, MeshConfigError, ModeError,
+               PromptError)

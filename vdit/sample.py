@@ -49,6 +49,11 @@ _CONNECT = flags.DEFINE_list("connect", None, "A,B: a transition from the end of
 _LOOP = flags.DEFINE_bool("loop", False, "Make a video whose last frame leads back to its first.")
 _EDIT = flags.DEFINE_string("edit", None, "Video-to-video editing (SDEdit) of this file under the prompt.")
 _STRENGTH = flags.DEFINE_float("strength", 0.6, "With --edit: noise level in [0, 1] (0 keeps the video, 1 ignores it).")
+_EXPAND = flags.DEFINE_enum("expand", "none", ["none", "toy", "command"],
+                            "Prompt expansion before encoding: none, the toy grammar's rules, or "
+                            "--expand_command (prompt on stdin, caption on stdout).")
+_EXPAND_COMMAND = flags.DEFINE_string("expand_command", "", "With --expand=command: the program and its arguments.")
+_EXPAND_TIMEOUT = flags.DEFINE_float("expand_timeout", 30.0, "Seconds the expander may take per prompt.")
 _TOTAL = flags.DEFINE_integer("total_frames", None, "A video longer than the model's window, made by "
                               "repeated extension with overlap.")
 
@@ -123,7 +128,7 @@ def run(argv_flags=None):
 
   from vdit import checkpoint as ckpt_lib
   from vdit import config_io, sharding, train_state
-  from vdit import sample_modes
+  from vdit import prompt_expansion, sample_modes
   from vdit.sampling import VideoSampler
   from vdit.text.tokenizer import Tokenizer
 
@@ -131,6 +136,10 @@ def run(argv_flags=None):
   s = config.sample
   tokenizer = Tokenizer(config.text.max_length)
   prompts = read_prompts(_PROMPT.value, _PROMPTS.value, tokenizer)
+  # Expanded before any model work, so a failing expander costs nothing and writes nothing.
+  expander = prompt_expansion.make_expander(_EXPAND.value, _EXPAND_COMMAND.value, _EXPAND_TIMEOUT.value)
+  captions = [expander(p) for p in prompts]
+  tokenizer.encode_batch(captions)  # an over-long expansion is a PromptError naming it
   negative = s.negative_prompt if _NEGATIVE.value is None else _NEGATIVE.value
   tokenizer.encode_batch([negative])
 
@@ -172,36 +181,41 @@ def run(argv_flags=None):
     chunk = slice(start, start + _BATCH.value)
     progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + _BATCH.value, len(prompts))}",
                                          disable=jax.process_index() > 0)
-    videos.extend(sample_modes.run(mode, sampler, prompts[chunk], seeds[chunk], opts, progress=progress,
+    videos.extend(sample_modes.run(mode, sampler, captions[chunk], seeds[chunk], opts, progress=progress,
                                    **{k: v for k, v in mode_inputs.items() if v is not None}))
   if num_frames == 1:
     videos = [v[:1] for v in videos]
 
   if jax.process_index() == 0:
-    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs)
+    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions)
     write_outputs(_OUT.value, prompts, seeds, videos, step=step, workdir=_WORKDIR.value, opts=opts)
 
 
 def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
-  from vdit import video_io
+  from vdit import provenance, video_io
   os.makedirs(out, exist_ok=True)
   records = []
   for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
+    tags = provenance.tags(prompt=prompt, caption=opts["captions"][i], seed=seed, mode=opts["mode"],
+                           checkpoint_step=int(step), workdir=workdir)
     if video.shape[0] == 1:  # text-to-image
       media = {"path": f"{i:03d}.png"}
       scaled = video[0].repeat(_SCALE.value, axis=0).repeat(_SCALE.value, axis=1)
-      video_io.write_png(os.path.join(out, media["path"]), scaled)
+      video_io.write_png(os.path.join(out, media["path"]), scaled, metadata=tags)
     else:
       media = {"path": f"{i:03d}.mp4", "gif": f"{i:03d}.gif"}
-      video_io.write_mp4(os.path.join(out, media["path"]), video, fps=_FPS.value, scale=_SCALE.value)
-      video_io.write_gif(os.path.join(out, media["gif"]), video, fps=_FPS.value, scale=_SCALE.value)
-    records.append({"prompt": prompt, **media, "seed": seed, "mode": opts["mode"],
+      video_io.write_mp4(os.path.join(out, media["path"]), video, fps=_FPS.value, scale=_SCALE.value,
+                         metadata=tags)
+      video_io.write_gif(os.path.join(out, media["gif"]), video, fps=_FPS.value, scale=_SCALE.value,
+                         metadata=tags)
+    records.append({"prompt": prompt, "caption": opts["captions"][i], **media, "seed": seed, "mode": opts["mode"],
                     "inputs": opts["inputs"], "frames": int(video.shape[0]), "steps": opts["steps"],
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
                     "negative_prompt": opts["negative_prompt"],
                     "guidance_interval": list(opts["guidance_interval"]), "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
-                    "workdir": os.path.abspath(workdir), "ema": _EMA.value})
+                    "workdir": os.path.abspath(workdir), "ema": _EMA.value,
+                    "config_hash": tags["config_hash"], "vdit_version": tags["vdit_version"]})
   video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos), max_frames=16))
   tmp = os.path.join(out, "index.jsonl.tmp")
   with open(tmp, "w", encoding="utf-8") as f:

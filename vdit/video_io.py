@@ -7,13 +7,14 @@ file under the final name.
 import contextlib
 import fractions
 import io
+import json
 import os
 import uuid
 from typing import Iterator, Optional, Sequence
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 # H.264 needs even sizes in yuv420p; crf 18 is visually near-lossless for flat toy frames.
 _MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -60,7 +61,7 @@ def _atomic_path(path: str) -> Iterator[str]:
       os.remove(tmp)
 
 
-def write_mp4(path: str, frames, fps: float, scale: int = 1) -> None:
+def write_mp4(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None) -> None:
   """Writes frames [T, H, W, 3] uint8 as an H.264 (yuv420p) mp4.
 
   Args:
@@ -68,20 +69,22 @@ def write_mp4(path: str, frames, fps: float, scale: int = 1) -> None:
     frames: uint8 [T, H, W, 3] RGB.
     fps: frames per second.
     scale: integer nearest-neighbour upscale, so tiny toy clips are viewable.
+    metadata: container tags (str -> str), e.g. provenance; `read_tags` reads them back.
   Odd sizes (after scaling) are padded to even by repeating the last row/column; the file then
   reads back at the padded size.
   """
-  write_video(path, _upscale(_check_frames(frames), scale), fps)
+  write_video(path, _upscale(_check_frames(frames), scale), fps, metadata=metadata)
 
 
 def write_video(path: str, frames, fps: float, *, codec: str = _MP4_CODEC, container: str | None = None,
-                rotation: int = 0, times=None) -> None:
+                rotation: int = 0, times=None, metadata: dict | None = None) -> None:
   """Writes frames with any PyAV encoder and container (e.g. libvpx-vp9 in webm, mpeg4 in mkv).
 
   Args:
     rotation: display rotation in degrees (counter-clockwise) stored in the container; readers
       that honour it show the frames rotated.
     times: optional per-frame timestamps in seconds (variable frame rate); default i / fps.
+    metadata: container tags (str -> str); mp4 keeps arbitrary keys (use_metadata_tags).
   Odd sizes are padded to even (yuv420p needs even sizes).
   """
   frames = _check_frames(frames)
@@ -91,8 +94,11 @@ def write_video(path: str, frames, fps: float, *, codec: str = _MP4_CODEC, conta
   if rate <= 0:
     raise ValueError(f"fps must be positive, got {fps!r}")
   options = _MP4_OPTIONS if codec == _MP4_CODEC else {}
+  fmt = container or _container_format(path)
   with _atomic_path(path) as tmp:
-    with av.open(tmp, mode="w", format=container or _container_format(path)) as out:
+    with av.open(tmp, mode="w", format=fmt,
+                 options={"movflags": "use_metadata_tags"} if fmt in ("mp4", "mov") else {}) as out:
+      out.metadata.update({str(k): str(v) for k, v in (metadata or {}).items()})
       stream = out.add_stream(codec, rate=rate, options=options)
       stream.width, stream.height = frames.shape[2], frames.shape[1]
       stream.pix_fmt = "yuv420p"
@@ -113,7 +119,7 @@ def _container_format(path: str) -> str:
   return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}.get(ext, "mp4")
 
 
-def write_gif(path: str, frames, fps: float, scale: int = 1) -> None:
+def write_gif(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None) -> None:
   """Writes frames [T, H, W, 3] uint8 as a GIF that loops forever.
 
   GIF stores delays in centiseconds, so the frame delay is rounded to 10 ms. Pillow merges
@@ -125,20 +131,25 @@ def write_gif(path: str, frames, fps: float, scale: int = 1) -> None:
     raise ValueError(f"fps must be positive, got {fps!r}")
   duration_ms = 10 * max(1, round(100 / fps))
   images = [Image.fromarray(frame) for frame in frames]
+  # GIF has one comment: the frame delay (see video_reader) then the tags as JSON.
+  comment = f"vdit frame_ms={duration_ms}" + (f" {json.dumps(metadata)}" if metadata else "")
   with _atomic_path(path) as tmp:
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                   duration=duration_ms, loop=0, comment=f"vdit frame_ms={duration_ms}".encode())
+                   duration=duration_ms, loop=0, comment=comment.encode())
 
 
-def write_png(path: str, image) -> None:
-  """Writes one uint8 image shaped [H, W], [H, W, 3] or [H, W, 4] as PNG."""
+def write_png(path: str, image, metadata: dict | None = None) -> None:
+  """Writes one uint8 image shaped [H, W], [H, W, 3] or [H, W, 4] as PNG (metadata: tEXt chunks)."""
   image = np.asarray(image)
   channels_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
   if image.dtype != np.uint8 or not channels_ok:
     raise ValueError(
         f"image must be uint8 [H, W], [H, W, 3] or [H, W, 4], got {image.dtype} {image.shape}")
+  info = PngImagePlugin.PngInfo()
+  for key, value in (metadata or {}).items():
+    info.add_text(str(key), str(value))
   with _atomic_path(path) as tmp:
-    Image.fromarray(image).save(tmp, format="PNG")
+    Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 
 def contact_sheet(videos: Sequence, max_frames: Optional[int] = None, pad: int = 2) -> np.ndarray:

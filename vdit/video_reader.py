@@ -6,6 +6,7 @@ Frames are uint8 RGB arrays shaped [H, W, 3] in display orientation: a container
 them for small files.
 """
 import io
+import json
 import math
 import os
 import re
@@ -21,7 +22,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MEDIA_EXTENSIONS = CONTAINER_EXTENSIONS + IMAGE_EXTENSIONS
 _DEFAULT_FRAME_MS = 100  # browsers' delay for a GIF frame that states none
 # vdit's GIFs record their frame delay in a comment, so merged frames expand back exactly.
-_GIF_COMMENT_RE = re.compile(rb"vdit frame_ms=(\d+)")
+_GIF_COMMENT_RE = re.compile(rb"vdit frame_ms=(\d+)(?: (.*))?", re.DOTALL)
 
 
 class VideoReadError(ValueError):
@@ -151,6 +152,25 @@ def read_video(path: str) -> np.ndarray:
         except (OSError, ValueError, EOFError) as e:
           raise VideoReadError(f"{path}: cannot decode GIF ({e})") from e
   return np.stack([frame for _, frame in iter_frames(path)])
+
+
+def read_tags(path: str) -> dict[str, str]:
+  """Metadata tags of a media file: container tags (mp4/mov/mkv/webm), PNG text chunks, or the
+  tags vdit's `write_gif` stores in the GIF comment."""
+  path = os.fspath(path)
+  with open(path, "rb") as f:
+    head = f.read(8)
+  try:
+    if head.startswith(b"GIF8") or head.startswith(b"\x89PNG"):
+      with Image.open(path) as image:
+        if head.startswith(b"\x89PNG"):
+          return {str(k): str(v) for k, v in image.text.items()}
+        match = _GIF_COMMENT_RE.fullmatch(image.info.get("comment", b""))
+        return json.loads(match.group(2)) if match and match.group(2) else {}
+    with av.open(path) as container:
+      return dict(container.metadata)
+  except (av.FFmpegError, OSError, ValueError) as e:
+    raise VideoReadError(f"{path}: cannot read its tags ({e})") from e
 
 
 def resize_center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
