@@ -86,12 +86,15 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   np.testing.assert_array_equal(video_reader.read_video(str(out / record["gif"]))[0], image)
   out = tmp_path / "t2i"
   result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle", f"--out={out}", "--steps=2",
-               "--num_frames=1", "--scale=2")
+               "--num_frames=1", "--scale=2", "--watermark")
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((out / "index.jsonl").read_text())
   assert record["path"] == "000.png" and record["frames"] == 1 and "gif" not in record
   assert video_reader.read_video(str(out / "000.png")).shape == (1, 32, 32, 3)
-  assert video_reader.read_tags(str(out / "000.png"))["caption"] == "a red circle"
+  tags = video_reader.read_tags(str(out / "000.png"))
+  assert tags["caption"] == "a red circle" and tags["watermark"] == "vdit-grid16"
+  from vdit import watermark
+  assert watermark.detect(video_reader.read_video(str(out / "000.png")))[0]
   both = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'x'}", "--loop",
              f"--image={tmp_path / 'first.png'}")
   assert both.returncode == 2 and "Choose one mode" in both.stderr

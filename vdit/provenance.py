@@ -22,7 +22,8 @@ def config_hash(workdir: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def tags(*, prompt: str, caption: str, seed: int, mode: str, checkpoint_step: int, workdir: str) -> dict:
+def tags(*, prompt: str, caption: str, seed: int, mode: str, checkpoint_step: int, workdir: str,
+         watermarked: bool = False) -> dict:
   return {"generator": "vdit", "vdit_version": version(), "config_hash": config_hash(workdir),
           "checkpoint_step": str(checkpoint_step), "seed": str(seed), "prompt": prompt,
-          "caption": caption, "mode": mode}
+          "caption": caption, "mode": mode, "watermark": "vdit-grid16" if watermarked else "none"}

@@ -54,6 +54,8 @@ _EXPAND = flags.DEFINE_enum("expand", "none", ["none", "toy", "command"],
                             "--expand_command (prompt on stdin, caption on stdout).")
 _EXPAND_COMMAND = flags.DEFINE_string("expand_command", "", "With --expand=command: the program and its arguments.")
 _EXPAND_TIMEOUT = flags.DEFINE_float("expand_timeout", 30.0, "Seconds the expander may take per prompt.")
+_WATERMARK = flags.DEFINE_bool("watermark", False, "Embed vdit's invisible watermark in every frame "
+                               "(check files with `python -m vdit.watermark detect FILE...`).")
 _TOTAL = flags.DEFINE_integer("total_frames", None, "A video longer than the model's window, made by "
                               "repeated extension with overlap.")
 
@@ -185,6 +187,9 @@ def run(argv_flags=None):
                                    **{k: v for k, v in mode_inputs.items() if v is not None}))
   if num_frames == 1:
     videos = [v[:1] for v in videos]
+  if _WATERMARK.value:
+    from vdit import watermark
+    videos = [watermark.embed(v) for v in videos]
 
   if jax.process_index() == 0:
     opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions)
@@ -197,7 +202,7 @@ def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
   records = []
   for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
     tags = provenance.tags(prompt=prompt, caption=opts["captions"][i], seed=seed, mode=opts["mode"],
-                           checkpoint_step=int(step), workdir=workdir)
+                           checkpoint_step=int(step), workdir=workdir, watermarked=_WATERMARK.value)
     if video.shape[0] == 1:  # text-to-image
       media = {"path": f"{i:03d}.png"}
       scaled = video[0].repeat(_SCALE.value, axis=0).repeat(_SCALE.value, axis=1)
