@@ -125,3 +125,18 @@ def test_edit_strength_controls_how_much_of_the_input_survives(sampler):
   assert np.abs(light - source).mean() < np.abs(heavy - source).mean()
   with pytest.raises(ValueError, match="strength=1.5 must be in"):
     sampler.generate(prompt, [0], init_video=source, strength=1.5, **_OPTS)
+
+
+def test_separate_frame_and_text_guidance(sampler):
+  given = np.asarray(jax.random.uniform(jax.random.key(7), (1, 4, 16, 16, 3), minval=-1, maxval=1))
+  frame_mask = np.asarray([[True, False, False, False]])
+  run = lambda **kw: np.asarray(sampler.generate(["a red circle moving left"], [0], frames=given,
+                                                 frame_mask=frame_mask, **{**_OPTS, **kw}))
+  joint = run()
+  # frame_cfg 1: v(frames, -) + cfg (v(frames, text) - v(frames, -)), which is joint guidance.
+  np.testing.assert_allclose(run(frame_cfg=1.0), joint, atol=2e-5)
+  separate = run(frame_cfg=3.0)
+  np.testing.assert_array_equal(separate[frame_mask], given[frame_mask])
+  assert np.abs(separate - joint).max() > 1e-3
+  with pytest.raises(ValueError, match="frame_cfg needs conditioning frames"):
+    sampler.generate(["a"], [0], frame_cfg=2.0, **_OPTS)

@@ -74,11 +74,13 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   video_io.write_png(str(tmp_path / "first.png"), image)
   out = tmp_path / "i2v"
   result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=red ball going left", f"--out={out}",
-               "--steps=2", f"--image={tmp_path / 'first.png'}", "--scale=1", "--sampler=dpmpp_2m", "--expand=toy")
+               "--steps=2", f"--image={tmp_path / 'first.png'}", "--scale=1", "--sampler=dpmpp_2m", "--expand=toy",
+               "--frame_cfg=2")
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((out / "index.jsonl").read_text())
   assert record["mode"] == "image" and record["inputs"] == {"image": str(tmp_path / "first.png")}
   assert (record["prompt"], record["caption"]) == ("red ball going left", "a red circle moving left")
+  assert record["frame_cfg"] == 2.0
   for name in (record["path"], record["gif"]):  # provenance travels inside the files
     tags = video_reader.read_tags(str(out / name))
     assert tags["generator"] == "vdit" and tags["prompt"] == "red ball going left"

@@ -22,6 +22,9 @@ _OUT = flags.DEFINE_string("out", None, "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
 _STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the config's sample.steps).")
 _CFG = flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default: the config's sample.cfg).")
+_FRAME_CFG = flags.DEFINE_float("frame_cfg", None, "With conditioning frames (--image, --video, "
+                                "--connect, --loop, long videos): a separate guidance scale for the "
+                                "frames; --cfg then guides the text alone.")
 _SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"],
                              "ODE sampler (default: the config's); dpmpp_2m is DPM-Solver++(2M).")
 _INTERVAL = flags.DEFINE_list("guidance_interval", None,
@@ -175,7 +178,7 @@ def run(argv_flags=None):
               patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
               cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,
               shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative,
-              guidance_interval=_guidance_interval(s))
+              guidance_interval=_guidance_interval(s), frame_cfg=_FRAME_CFG.value)
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
   seeds = [_SEED.value + i for i in range(len(prompts))]
   videos = []
@@ -217,7 +220,8 @@ def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
                     "inputs": opts["inputs"], "frames": int(video.shape[0]), "steps": opts["steps"],
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
                     "negative_prompt": opts["negative_prompt"],
-                    "guidance_interval": list(opts["guidance_interval"]), "num_frames": opts["num_frames"],
+                    "guidance_interval": list(opts["guidance_interval"]), "frame_cfg": opts["frame_cfg"],
+                    "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
                     "workdir": os.path.abspath(workdir), "ema": _EMA.value,
                     "config_hash": tags["config_hash"], "vdit_version": tags["vdit_version"]})

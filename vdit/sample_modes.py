@@ -83,7 +83,8 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
   """Generates one uint8 video [T', H, W, 3] per prompt for `mode` (see MODES).
 
   Args:
-    opts: VideoSampler.generate keywords (num_frames is the model's window).
+    opts: VideoSampler.generate keywords (num_frames is the model's window); "frame_cfg", the
+      separate frame guidance scale, applies to the conditioned generations only.
     image: path, for "image". video: path, for "extend_*" and "edit". connect: (path A, path B).
     extend_frames: conditioning frames taken from the given video (default half the window);
       also the overlap between windows of a "long" video.
@@ -91,20 +92,21 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
     total_frames: for "long", the length of the result.
   """
   t, h, w = opts["num_frames"], opts["height"], opts["width"]
+  conditioned_opts, opts = opts, {k: v for k, v in opts.items() if k != "frame_cfg"}
   if mode == "text":
     return list(_to_uint8(sampler.generate(prompts, seeds, progress=progress, **opts)))
   if mode == "image":
     given, mask = _window(opts, {0: load_frames(image, h, w)[0]})
-    return list(_conditioned(sampler, prompts, seeds, opts, given, mask, progress))
+    return list(_conditioned(sampler, prompts, seeds, conditioned_opts, given, mask, progress))
   if mode in ("extend_forward", "extend_backward"):
     source = load_frames(video, h, w)
     k = _context_frames(extend_frames, t, source, video)
     if mode == "extend_forward":
       given, mask = _window(opts, {i: source[len(source) - k + i] for i in range(k)})
-      out = _conditioned(sampler, prompts, seeds, opts, given, mask, progress)
+      out = _conditioned(sampler, prompts, seeds, conditioned_opts, given, mask, progress)
       return [np.concatenate([source, v[k:]]) for v in out]
     given, mask = _window(opts, {t - k + i: source[i] for i in range(k)})
-    out = _conditioned(sampler, prompts, seeds, opts, given, mask, progress)
+    out = _conditioned(sampler, prompts, seeds, conditioned_opts, given, mask, progress)
     return [np.concatenate([v[:t - k], source]) for v in out]
   if mode == "connect":
     raw = [_read(p) for p in connect]
@@ -113,13 +115,14 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
                       f"{'x'.join(map(str, raw[1].shape[1:3]))}); resize one to match the other.")
     a, b = (load_frames(p, h, w, frames) for p, frames in zip(connect, raw))
     given, mask = _window(opts, {0: a[-1], t - 1: b[0]})
-    return list(_conditioned(sampler, prompts, seeds, opts, given, mask, progress))
+    return list(_conditioned(sampler, prompts, seeds, conditioned_opts, given, mask, progress))
   if mode == "loop":
     first = _to_uint8(sampler.generate(prompts, seeds, progress=progress, **opts))
     out = []
     for i, video_i in enumerate(first):  # each prompt closes its own loop
       given, mask = _window(opts, {0: video_i[0], t - 1: video_i[0]})
-      out.extend(_conditioned(sampler, prompts[i:i + 1], seeds[i:i + 1], opts, given, mask, progress))
+      out.extend(_conditioned(sampler, prompts[i:i + 1], seeds[i:i + 1], conditioned_opts, given,
+                              mask, progress))
     return out
   if mode == "edit":
     if strength is None or not 0.0 <= strength <= 1.0:
@@ -142,7 +145,7 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
       for i, v in enumerate(videos):
         given, mask = _window(opts, {j: v[len(v) - k + j] for j in range(k)})
         seed = [seeds[i] + 1000 * (window + 1)]
-        new = _conditioned(sampler, prompts[i:i + 1], seed, opts, given, mask, progress)[0]
+        new = _conditioned(sampler, prompts[i:i + 1], seed, conditioned_opts, given, mask, progress)[0]
         videos[i] = np.concatenate([v, new[k:]])
     return [v[:total_frames] for v in videos]
   raise ModeError(f"Unknown mode {mode!r}; choose one of {MODES}.")

@@ -46,12 +46,12 @@ class VideoSampler:
     self.rules = rules
     self._steps = {}
 
-  def _update_fn(self, sampler: str, cfg: float):
-    key = (sampler, float(cfg))
+  def _update_fn(self, sampler: str, cfg: float, frame_cfg=None):
+    key = (sampler, float(cfg), frame_cfg)
     if key not in self._steps:
       update = samplers.step_fn(sampler)
 
-      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask):
+      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise):
         model = nnx.merge(self.graphdef, params)
         with sharding.activation_rules(self.rules):
           def model_velocity(x, t, context):
@@ -63,9 +63,13 @@ class VideoSampler:
             fmask = jnp.tile(frame_mask, (x.shape[0] // frame_mask.shape[0], 1))
             t_frames = jnp.where(fmask, 0.0, t)
             return model.velocity(x, t_frames, emb, mask, fmask)
-          # At scale 1 guidance is the conditional velocity: skip the unconditional half.
-          velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
-                                                              None if cfg == 1.0 else uncond, cfg)
+          if frame_cfg is None:
+            # At scale 1 guidance is the conditional velocity: skip the unconditional half.
+            velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
+                                                                None if cfg == 1.0 else uncond, cfg)
+          else:
+            velocity_fn = lambda x, t: _frame_and_text_guidance(
+                model, x, t, cond, uncond, frames, frame_mask, noise, cfg, frame_cfg)
           x, carry = update(velocity_fn, _impose(x, frames, frame_mask), t, t_next, carry)
           return _impose(x, frames, frame_mask), carry
 
@@ -74,11 +78,15 @@ class VideoSampler:
 
   def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
                sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
-               frames=None, frame_mask=None, init_video=None, strength=1.0, progress=None):
+               frames=None, frame_mask=None, frame_cfg=None, init_video=None, strength=1.0,
+               progress=None):
     """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds.
 
     Frame conditioning: `frames` [N, T, H, W, C] (model space) and `frame_mask` bool [N, T] give
     clean frames that every step keeps (image-to-video, extension, connecting, looping).
+    `frame_cfg` (with frames) guides frames and text separately:
+    v = v(-, -) + frame_cfg (v(frames, -) - v(-, -)) + cfg (v(frames, text) - v(frames, -)), where
+    "-" drops the negative/empty caption or the frames (seen as noisy at t, like the rest).
     Editing (SDEdit): `init_video` [N, T, H, W, C] is noised to time `strength` in (0, 1] and
     denoised from there under the prompts; strength 1 ignores it.
 
@@ -109,12 +117,17 @@ class VideoSampler:
     if frame_mask is not None:
       frames = batch(_pad_rows(jnp.asarray(frames, jnp.float32), len(prompts)))
       frame_mask = batch(_pad_rows(jnp.asarray(frame_mask, bool), len(prompts)))
+    if frame_cfg is not None and frame_mask is None:
+      raise ValueError("frame_cfg needs conditioning frames (frames and frame_mask).")
+    noise = jnp.copy(x) if frame_cfg is not None else None  # frames-dropped branch: noised with it
     carry = samplers.initial_carry(sampler, x)
     pairs = list(zip(grid[:-1], grid[1:]))
     for t, t_next in (progress(pairs) if progress else pairs):
-      step = self._update_fn(sampler, cfg if low <= t <= high else 1.0)
+      guided = low <= t <= high
+      step = self._update_fn(sampler, cfg if guided else 1.0,
+                             float(frame_cfg) if guided and frame_cfg is not None else None)
       args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond,
-              frames if frame_mask is not None else None, frame_mask)
+              frames if frame_mask is not None else None, frame_mask, noise)
       if self.mesh is None:
         x, carry = step(*args)
       else:
@@ -133,6 +146,21 @@ class VideoSampler:
     if self.mesh is None:
       return a
     return jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim, self.rules))
+
+
+def _frame_and_text_guidance(model, x, t, cond, uncond, frames, frame_mask, noise, cfg, frame_cfg):
+  """Three batched branches: (frames, text), (frames, no text), (no frames, no text)."""
+  n = x.shape[0]
+  dropped = jnp.where(frame_mask[:, :, None, None, None], (1.0 - t) * frames + t * noise, x)
+  xs = jnp.concatenate([x, x, dropped])
+  masks = jnp.concatenate([frame_mask, frame_mask, jnp.zeros_like(frame_mask)])
+  tokens = jnp.concatenate([cond[0], uncond[0], uncond[0]])
+  text_mask = jnp.concatenate([cond[1], uncond[1], uncond[1]])
+  emb = model.encode_text(tokens, text_mask)
+  times = jnp.where(masks, 0.0, t)
+  v = model.velocity(xs, times, emb, text_mask, masks)
+  v_full, v_frames, v_none = v[:n], v[n:2 * n], v[2 * n:]
+  return v_none + frame_cfg * (v_frames - v_none) + cfg * (v_full - v_frames)
 
 
 def _impose(x, frames, frame_mask):
