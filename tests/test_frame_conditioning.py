@@ -60,15 +60,20 @@ def test_constant_per_frame_time_equals_one_time_per_video():
   config = _config()
   graphdef, params = _model_parts(config)
   from flax import nnx
-  model = nnx.merge(graphdef, params)
+
+  @jax.jit
+  def velocity(params, x, t, tokens, mask, frame_mask):
+    model = nnx.merge(graphdef, params)
+    return model.velocity(x, t, model.encode_text(tokens, mask), mask, frame_mask)
+
   x = jax.random.normal(jax.random.key(2), (2, 4, 16, 16, 3))
   tokens, mask = Tokenizer(config.text.max_length).encode_batch(["a red circle moving left"] * 2)
-  context = model.encode_text(jnp.asarray(tokens), jnp.asarray(mask))
   t = jnp.asarray([0.3, 0.8])
-  per_video = model.velocity(x, t, context, jnp.asarray(mask))
-  per_frame = model.velocity(x, jnp.repeat(t[:, None], 4, axis=1), context, jnp.asarray(mask))
+  no_mask = jnp.zeros((2, 4), bool)
+  per_video = velocity(params, x, t, tokens, mask, no_mask)
+  per_frame = velocity(params, x, jnp.repeat(t[:, None], 4, axis=1), tokens, mask, no_mask)
   np.testing.assert_allclose(per_frame, per_video, rtol=1e-5, atol=1e-5)
-  marked = model.velocity(x, t, context, jnp.asarray(mask), jnp.asarray([[True, False, False, False]] * 2))
+  marked = velocity(params, x, t, tokens, mask, jnp.asarray([[True, False, False, False]] * 2))
   assert np.abs(np.asarray(marked) - np.asarray(per_video)).max() > 1e-4  # the mask channel is seen
 
 
