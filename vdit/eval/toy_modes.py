@@ -4,8 +4,9 @@
 
 Inputs are toy-world clips rendered here (so their colour, shape and direction are known).
 Per mode: image-to-video (PSNR of frame 0; direction of the motion asked for), extend forward
-and backward (the given frames kept exactly; the boundary step no larger than the clip's own
-frame-to-frame change; direction continued), connect (starts at A's last frame, ends at B's
+and backward (the given frames kept exactly; at the boundary, the distance in pixels between the
+shape's centre in the first generated frame and in the true continuation of the rendered clip,
+next to the shape's per-frame speed; direction continued), connect (starts at A's last frame, ends at B's
 first), loop (last frame equals the first), edit (the colour follows the new prompt while the
 direction is kept), text-to-image (colour), and a long video (direction held over 3 windows).
 """
@@ -38,8 +39,11 @@ def _psnr(a, b):
   return 99.0 if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
 
 
-def _step(video, i):
-  return float(np.abs(video[i + 1].astype(np.float64) - video[i]).mean())
+def _centre(frame):
+  """The toy shape's centre (x, y) in pixels: the mean of its foreground pixels."""
+  distance = np.linalg.norm(frame.astype(np.float64) - np.asarray(toy_spec.BACKGROUND), axis=-1)
+  ys, xs = np.nonzero(distance > 60)
+  return np.array([xs.mean(), ys.mean()]) if len(xs) else np.array([np.inf, np.inf])
 
 
 def main(argv):
@@ -84,14 +88,21 @@ def main(argv):
     results["image"].append({"psnr_frame0": _psnr(video[0], source[0]), "direction": verdict["direction_ok"]})
     save("image", i, video)
 
+    # Extension: render t + k frames (the shape stays in view throughout), give t of them, and
+    # compare the first generated frame with the rendered frame it should be.
     k = t // 2
-    for mode in ("extend_forward", "extend_backward"):
-      video = sample_modes.run(mode, sampler, prompt, seed, opts, video=path, extend_frames=k)[0]
+    truth = _clip(rng, colour, shape, direction, t + k, size)
+    speed = float(np.linalg.norm(_centre(truth[1]) - _centre(truth[0])))
+    for mode, given, expected, first_new in (("extend_forward", truth[:t], truth[t], t),
+                                             ("extend_backward", truth[k:], truth[k - 1], k - 1)):
+      given_path = os.path.join(inputs, f"{i}_{mode}.gif")
+      video_io.write_gif(given_path, given, fps=8)
+      video = sample_modes.run(mode, sampler, prompt, seed, opts, video=given_path, extend_frames=k)[0]
       kept = video[:t] if mode == "extend_forward" else video[-t:]
-      boundary = t - 1 if mode == "extend_forward" else video.shape[0] - t - 1
       results[mode].append({
-          "given_kept_psnr": _psnr(kept, source),
-          "boundary_step": _step(video, boundary), "source_step": float(np.mean([_step(source, j) for j in range(t - 1)])),
+          "given_kept_psnr": _psnr(kept, given),
+          "boundary_error_px": float(np.linalg.norm(_centre(video[first_new]) - _centre(expected))),
+          "speed_px": speed,
           "direction": judge.judge_video(video, colour, direction)["direction_ok"]})
       save(mode, i, video)
 
