@@ -107,3 +107,18 @@ def test_modes_from_the_command_line(workdir, tmp_path):
              "--expand_command=sleep 20", "--expand_timeout=0.5")
   assert hung.returncode == 2 and "no answer within 0.5 s" in hung.stderr
   assert not (tmp_path / "z").exists()
+
+
+def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
+  out = tmp_path / "modes"
+  result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((out / "results.json").read_text())["summary"]
+  assert set(summary) == {"image", "extend_forward", "extend_backward", "connect", "loop", "edit",
+                          "text_to_image", "long"}
+  # Exact by construction, whatever the model: the given frames come back unchanged.
+  assert summary["image"]["psnr_frame0"] == summary["connect"]["start_psnr"] == 99.0
+  assert summary["extend_forward"]["given_kept_psnr"] == summary["loop"]["last_vs_first_psnr"] == 99.0
+  assert sorted(p.name for p in out.glob("*.gif")) == sorted(
+      f"{m}.gif" for m in ("text", "image", "extend_forward", "extend_backward", "connect", "loop",
+                           "edit", "text_to_image", "long"))
