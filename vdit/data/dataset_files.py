@@ -44,21 +44,12 @@ def write_json(path: str, value) -> None:
 
 def write_shard(path: str, records) -> int:
   """Writes an iterable of record bytes as one ArrayRecord file, atomically; returns the count."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = _temporary(path)
-  count = 0
-  try:
-    # group_size:1 keeps random access to one record cheap (Grain reads records in shuffled order).
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+  root, name = os.path.split(os.path.abspath(path))
+  with ShardGroup(root) as group:
+    group.open(name)  # written even when `records` is empty
     for record in records:
-      writer.write(record)
-      count += 1
-    writer.close()
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return count
+      group.add(name, record)
+    return group.commit()[name]
 
 
 class ShardGroup:
@@ -70,12 +61,16 @@ class ShardGroup:
     self._root = root
     self._open = {}  # relative path -> (writer, temporary path, count)
 
-  def add(self, rel_path: str, record: bytes) -> None:
+  def open(self, rel_path: str) -> None:
     if rel_path not in self._open:
       path = os.path.join(self._root, rel_path)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp = _temporary(path)
+      # group_size:1 keeps random access to one record cheap (Grain reads in shuffled order).
       self._open[rel_path] = [array_record_module.ArrayRecordWriter(tmp, "group_size:1"), tmp, 0]
+
+  def add(self, rel_path: str, record: bytes) -> None:
+    self.open(rel_path)
     entry = self._open[rel_path]
     entry[0].write(record)
     entry[2] += 1
