@@ -22,13 +22,15 @@ setuptools.setup(
         "array-record",
         "av>=14",  # VideoFrame.rotation (display matrix)
         "pillow",
+        "safetensors",  # weight files given by path (never pickle)
+        "matplotlib",  # evaluation plots
         "msgpack",
         "numpy",
         "tqdm",
         "absl-py",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist"],
+        "test": ["pytest", "pytest-xdist", "selenium"],  # selenium: the gallery test in headless Chromium
         # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
         "tfds-cli": ["apache-beam", "mlcroissant"],
         # PyTorch references for parity tests (skipped without them); CI does not install these.
