@@ -109,8 +109,15 @@ def sample_motion(rng, direction, *, num_frames, height, width):
 
 def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, height: int = 32,
              width: int = 32, fps: int = 8, seed: int = 0, num_held_out: int = 8,
-             num_shards: int = 4) -> dict:
-  """Writes a toy dataset to output_dir and returns its metadata (also in metadata.json)."""
+             num_shards: int = 4, split: str = "train") -> dict:
+  """Writes a toy dataset to output_dir and returns its metadata (also in metadata.json).
+
+  split="train" draws clips of the combinations not held out; split="eval" draws clips of every
+  combination (held-out ones included) from a separate random stream of the same seed: a
+  reference and validation set for `vdit.evaluate` that no training clip duplicates.
+  """
+  if split not in ("train", "eval"):
+    raise ValueError(f"split={split!r}; choose 'train' or 'eval'.")
   if num_clips < 1 or not 1 <= num_shards <= num_clips:
     raise ValueError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
                      f"num_clips={num_clips}, num_shards={num_shards}.")
@@ -122,9 +129,11 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
     raise ValueError(
         f"{num_frames} frames of {height}x{width} leave no room for visible motion; use fewer "
         "frames or a larger frame.")
-  held_rng, clip_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+  held_rng, train_rng, eval_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
   held_out = choose_held_out(num_held_out, held_rng)
   train_combos = [c for c in toy_spec.all_combinations() if c not in held_out]
+  clip_rng = train_rng if split == "train" else eval_rng
+  combos = train_combos if split == "train" else toy_spec.all_combinations()
 
   os.makedirs(output_dir, exist_ok=True)
   metadata_path = os.path.join(output_dir, "metadata.json")
@@ -132,11 +141,11 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
   if os.path.exists(metadata_path):
     os.remove(metadata_path)
 
-  # Every training combination appears equally often (within one), in shuffled order.
-  combo_ids = clip_rng.permutation(np.resize(np.arange(len(train_combos)), num_clips))
+  # Every combination of the split appears equally often (within one), in shuffled order.
+  combo_ids = clip_rng.permutation(np.resize(np.arange(len(combos)), num_clips))
   clips = []
   for combo_id in combo_ids:
-    colour, shape, direction = train_combos[combo_id]
+    colour, shape, direction = combos[combo_id]
     start, speed, radius = sample_motion(
         clip_rng, direction, num_frames=num_frames, height=height, width=width)
     frames = render_clip(colour, shape, direction, start=start, speed=speed, radius=radius,
@@ -170,6 +179,7 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
       "captions_kind": "toy",
       "generator": "data_prep.toy_world",
       "seed": seed,
+      "split": split,
       "num_held_out": num_held_out,
       "num_train_combinations": len(train_combos),
   }
@@ -188,6 +198,8 @@ def _define_flags():
   flags.DEFINE_integer("seed", 0, "Seed for held-out choice and clip sampling.")
   flags.DEFINE_integer("num_held_out", 8, "Combinations held out of training.")
   flags.DEFINE_integer("num_shards", 4, "Number of ArrayRecord shards.")
+  flags.DEFINE_enum("split", "train", ["train", "eval"], "train: held-out combinations excluded; "
+                    "eval: every combination, clips drawn apart from the training ones (same --seed).")
 
 
 def main(argv):
@@ -195,10 +207,10 @@ def main(argv):
   f = flags.FLAGS
   meta = generate(f.output, num_clips=f.num_clips, num_frames=f.num_frames, height=f.height,
                   width=f.width, fps=f.fps, seed=f.seed, num_held_out=f.num_held_out,
-                  num_shards=f.num_shards)
+                  num_shards=f.num_shards, split=f.split)
   print(f"Wrote {meta['num_clips']} clips of {meta['buckets'][0]['name']} (frames x height x "
         f"width) in {len(meta['buckets'][0]['shards'])} shards to {f.output} "
-        f"({meta['num_held_out']} combinations held out).")
+        f"({meta['split']} split, {meta['num_held_out']} combinations held out of training).")
 
 
 if __name__ == "__main__":

@@ -70,8 +70,30 @@ def test_correct_captions_score_perfect(clips):
   wrong = [v for v in report["videos"] if not (v["colour_ok"] and v["direction_ok"])]
   assert not wrong
   assert report["both_accuracy"] == report["seen"]["both_accuracy"] == 1.0
-  assert report["held_out"] == {"num_videos": 0, "colour_accuracy": None,
+  assert report["shape_accuracy"] == 1.0
+  assert report["held_out"] == {"num_videos": 0, "colour_accuracy": None, "shape_accuracy": None,
                                 "direction_accuracy": None, "both_accuracy": None}
+
+
+def test_swapped_shapes_score_zero_shape_accuracy(clips):
+  root, combos = clips
+  other = {"square": "circle", "circle": "triangle"}
+  index = _write_index(root, "shapes.jsonl", [(toy_spec.caption(c, other[s], d), v) for c, s, d, v in combos])
+  report = toy.judge_index(str(index))
+  assert report["shape_accuracy"] == 0.0
+  assert report["colour_accuracy"] == report["direction_accuracy"] == 1.0
+
+
+def test_shapes_of_toy_world_clips_are_read_back():
+  from data_prep import toy_world
+  from vdit.data import dataset_files
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    toy_world.generate(d, num_clips=96, num_frames=8, height=32, width=32, num_shards=1, split="eval")
+    clips = dataset_files.read_clips(d)
+  assert {c["shape"] for c in clips} == set(toy_spec.SHAPES)
+  for c in clips:
+    assert toy.predict_shape(toy._foreground_mask(c["frames"])) == c["shape"], c["caption"]
 
 
 def test_swapped_colours_score_zero_colour_accuracy(clips):

@@ -13,6 +13,8 @@ import json
 import os
 import uuid
 
+import numpy as np
+
 from array_record.python import array_record_module
 
 from vdit.data.errors import DataError
@@ -150,3 +152,37 @@ def read_metadata(data_dir: str) -> dict:
   if metadata.get("num_clips") != total:
     _fail(path, f"num_clips={metadata.get('num_clips')} but the buckets hold {total}")
   return metadata
+
+
+def read_clips(data_dir: str, limit: int | None = None, seed: int = 0) -> list[dict]:
+  """Decoded clips ({"frames", "caption", **meta}) from a prepared dataset: all of them, or
+  `limit` drawn without replacement from every bucket by `seed` (the same ones every time)."""
+  from vdit.data import records  # records' codecs import Pillow; layout-only readers skip it
+  metadata = read_metadata(data_dir)
+  locations = [(shard, i) for bucket in metadata["buckets"]
+               for shard, count in zip(bucket["shard_paths"], _clip_counts(bucket)) for i in range(count)]
+  if limit is not None and limit < len(locations):
+    chosen = np.random.default_rng(seed).choice(len(locations), size=limit, replace=False)
+    locations = [locations[i] for i in sorted(chosen)]
+  clips, readers = [], {}
+  try:
+    for shard, index in locations:
+      if shard not in readers:
+        readers[shard] = array_record_module.ArrayRecordReader(shard)
+      clips.append(records.decode_clip(readers[shard].read([index])[0]))
+  finally:
+    for reader in readers.values():
+      reader.close()
+  return clips
+
+
+def _clip_counts(bucket: dict) -> list[int]:
+  """Clips per shard: from the metadata, else by opening each shard."""
+  if "clips_per_shard" in bucket:
+    return list(bucket["clips_per_shard"])
+  counts = []
+  for shard in bucket["shard_paths"]:
+    reader = array_record_module.ArrayRecordReader(shard)
+    counts.append(reader.num_records())
+    reader.close()
+  return counts

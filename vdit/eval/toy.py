@@ -1,4 +1,4 @@
-"""The toy judge: does each generated clip show the colour and direction its prompt asked for?
+"""The toy judge: does each generated clip show the colour, shape and direction its prompt asked for?
 
 Launch:
   python -m vdit.eval.toy --index=OUT/index.jsonl --held_out=DATA/held_out.json --out=FILE.json
@@ -52,6 +52,28 @@ def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray) -> str:
   return _PALETTE_NAMES[int(np.argmin(np.median(residual, axis=0)))]
 
 
+def predict_shape(mask_thw: np.ndarray) -> str:
+  """Circle, square or triangle from the foreground's per-frame bounding box, median over frames.
+
+  The toy triangle points up, so its top half holds about a third of the bottom half's pixels
+  (circles and squares: as many); a square fills its box (a circle about pi/4 of it).
+  """
+  votes = []
+  for mask in mask_thw:
+    ys, xs = np.nonzero(mask)
+    if ys.size < 4:
+      continue
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    middle = (top + bottom) / 2
+    upper, lower = np.sum(ys + 0.5 < middle), np.sum(ys + 0.5 > middle)
+    fill = ys.size / ((bottom - top) * (right - left))
+    votes.append("triangle" if upper < 0.6 * lower else "square" if fill > 0.9 else "circle")
+  if not votes:
+    return _NONE
+  names, counts = np.unique(votes, return_counts=True)
+  return str(names[np.argmax(counts)])
+
+
 def predict_direction(mask_thw: np.ndarray) -> str:
   """Direction of the foreground centroid's least-squares track, or 'none' if it barely moves."""
   num_frames, height, width = mask_thw.shape
@@ -76,34 +98,42 @@ def predict_direction(mask_thw: np.ndarray) -> str:
   return "down" if dy > 0 else "up"
 
 
-def judge_video(frames, colour: str, direction: str) -> dict:
-  """Scores one clip against the colour and direction its caption asked for.
+def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None) -> dict:
+  """Scores one clip against the colour, direction (and shape, if given) its caption asked for.
 
   Args:
     frames: uint8 [T, H, W, 3] RGB.
     colour: a `toy_spec.COLOURS` name.
     direction: a `toy_spec.DIRECTIONS` name.
+    shape: a `toy_spec.SHAPES` name, or None to leave shape unscored.
   Returns:
-    {"pred_colour", "pred_direction", "colour_ok", "direction_ok"}; a prediction is 'none'
-    (always wrong) when no foreground or no clear motion is found.
+    {"pred_colour", "pred_direction", "colour_ok", "direction_ok"} (+ "pred_shape", "shape_ok"
+    with a shape); a prediction is 'none' (always wrong) when no foreground or no clear motion is
+    found.
   """
   if colour not in toy_spec.COLOURS:
     raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(toy_spec.COLOURS)}")
   if direction not in toy_spec.DIRECTIONS:
     raise ValueError(
         f"unknown direction {direction!r}; expected one of {sorted(toy_spec.DIRECTIONS)}")
+  if shape is not None and shape not in toy_spec.SHAPES:
+    raise ValueError(f"unknown shape {shape!r}; expected one of {toy_spec.SHAPES}")
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
   mask = _foreground_mask(frames)
   pred_colour = predict_colour(frames, mask)
   pred_direction = predict_direction(mask)
-  return {
+  verdict = {
       "pred_colour": pred_colour,
       "pred_direction": pred_direction,
       "colour_ok": pred_colour == colour,
       "direction_ok": pred_direction == direction,
   }
+  if shape is not None:
+    verdict["pred_shape"] = predict_shape(mask)
+    verdict["shape_ok"] = verdict["pred_shape"] == shape
+  return verdict
 
 
 def _load_held_out(path: str) -> set:
@@ -144,6 +174,7 @@ def _summary(videos: list) -> dict:
   return {
       "num_videos": len(videos),
       "colour_accuracy": _accuracy([v["colour_ok"] for v in videos]),
+      "shape_accuracy": _accuracy([v["shape_ok"] for v in videos]),
       "direction_accuracy": _accuracy([v["direction_ok"] for v in videos]),
       "both_accuracy": _accuracy([v["colour_ok"] and v["direction_ok"] for v in videos]),
   }
@@ -160,14 +191,14 @@ def judge_index(index_path: str, held_out_path: Optional[str] = None) -> dict:
     if parsed is None:
       skipped.append({"prompt": prompt, "path": rel_path})
       continue
-    colour, _, direction = parsed
+    colour, shape, direction = parsed
     video_path = os.path.join(base_dir, rel_path)
     if not os.path.isfile(video_path):
       raise FileNotFoundError(
           f"{index_path}:{line_no}: video {video_path} does not exist (paths are relative to the "
           "index file's directory)")
-    verdict = judge_video(video_reader.read_video(video_path), colour, direction)
-    videos.append({"prompt": prompt, "path": rel_path, "colour": colour, "direction": direction,
+    verdict = judge_video(video_reader.read_video(video_path), colour, direction, shape)
+    videos.append({"prompt": prompt, "path": rel_path, "colour": colour, "shape": shape, "direction": direction,
                    **verdict, "held_out": parsed in held_out})
   return {
       **_summary(videos),
