@@ -104,6 +104,11 @@ def default_config() -> ml_collections.ConfigDict:
       {"none": 0.4, "first": 0.2, "first_last": 0.1, "first_k": 0.1, "last_k": 0.1, "random": 0.1})
   c.train.conditioning_max_frames = 4
 
+  # Periodic evaluation during training (vdit.eval.evaluator on the EMA weights): an eval config
+  # file (configs/evals/NAME.py[:args]) and overrides of its keys ("reference_dir=DIR,kid.subset_size=8").
+  # Metrics go to TensorBoard/metrics.jsonl as eval/NAME; pages to WORKDIR/eval/NAME.
+  c.eval = ml_collections.ConfigDict({"every_steps": 0, "config": "", "overrides": ""})
+
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "euler"  # euler | heun | dpmpp_2m (DPM-Solver++ 2M: second order, one call per step)
   c.sample.steps = 30

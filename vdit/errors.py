@@ -6,6 +6,7 @@ from vdit.prompt_expansion import ExpansionError
 from vdit.sample_modes import ModeError
 from vdit.sharding import MeshConfigError
 from vdit.text.tokenizer import PromptError
+from vdit.weights import WeightsError
 
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, MeshConfigError, ModeError,
-               PromptError)
+               PromptError, WeightsError)

@@ -139,3 +139,11 @@ def constrain(x, logical_axes):
 def batch_sharding(mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
   """Sharding of a global batch array: leading dim over the batch axes, the rest replicated."""
   return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+
+
+def to_host(x) -> np.ndarray:
+  """A (possibly multi-host) global array as one numpy array on every process."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

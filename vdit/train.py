@@ -121,6 +121,34 @@ def write_samples(config, sampler, state, step, workdir, writer):
     writer.write_images(step, {"samples": sheet[None]})
 
 
+def _make_periodic_eval(config, workdir, mesh, writer):
+  """A clu periodic action running the eval config on the EMA weights every eval.every_steps."""
+  e = config.eval
+  if not e.every_steps:
+    return None
+  from vdit.config_io import ConfigError
+  from vdit.eval import eval_config as eval_config_lib
+  from vdit.eval.evaluator import Evaluator
+  if not e.config:
+    raise ConfigError("config.eval.every_steps is set but config.eval.config names no eval config "
+                      "(e.g. configs/evals/toy.py).")
+  eval_config = eval_config_lib.load(e.config)
+  eval_config_lib.apply_overrides(eval_config, e.overrides)  # locked: a misspelt key is an error
+  evaluator = Evaluator(config, eval_config, workdir=workdir, mesh=mesh,
+                        out_dir=os.path.join(workdir, "eval", eval_config.name))
+
+  def run_eval(step, t, state):
+    del t
+    results = evaluator.run(state["ema"], step)
+    scalars = {f"eval/{k}": v for k, v in results["metrics"].items() if v is not None}
+    writer.write_scalars(step, scalars)
+    logging.info("Step %d eval (%s): %s", step, eval_config.name,
+                 ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+
+  # Called as action(step, state=state) every step; runs the callback on multiples of every_steps.
+  return periodic_actions.PeriodicCallback(every_steps=e.every_steps, callback_fn=run_eval)
+
+
 def build_train_step(config, mesh, tx, tokenizer):
   """The jitted step: state donated, state shardings pinned, activation rules applied while tracing.
 
@@ -189,6 +217,9 @@ def train_and_evaluate(config, workdir: str):
     state = train_state.create_state(config, mesh, tx, jax.random.fold_in(base_key, 1))
   start_step = int(state["step"])
 
+  # ---- Evals (built before the first step: a bad eval config fails before any training) ----------
+  evaluation = _make_periodic_eval(config, workdir, mesh, writer)
+
   # ---- Compiled step -----------------------------------------------------------------------------
   graphdef, _ = train_state.abstract_model(config)
   jit_step = build_train_step(config, mesh, tx, tokenizer)
@@ -225,6 +256,8 @@ def train_and_evaluate(config, workdir: str):
       pending = []
     if tr.sample_every and step % tr.sample_every == 0:
       write_samples(config, sampler, state, step, workdir, writer)
+    if evaluation is not None:
+      evaluation(step, state=state)
     stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
     if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
       checkpointer.save(step, state, meta=meta, data_args=pipeline.checkpoint_save_args(data_iter), force=True)

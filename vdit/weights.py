@@ -20,7 +20,7 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
   """Writes {name: array} (and {str: str} metadata) to a safetensors file, atomically."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp"
-  save_file({k: np.ascontiguousarray(np.asarray(v)) for k, v in tensors.items()}, tmp,
+  save_file({k: np.array(v, order="C") for k, v in tensors.items()}, tmp,  # keeps 0-d shapes
             metadata={k: str(v) for k, v in (metadata or {}).items()})
   os.replace(tmp, path)
 
