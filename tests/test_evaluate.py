@@ -114,11 +114,11 @@ def test_too_small_reference_is_refused_before_sampling(setup):
 
 def test_workdir_without_checkpoint_and_bad_feature_weights_are_clear_errors(setup, tmp_path):
   from vdit import checkpoint as ckpt_lib
-  from vdit import evaluate, weights
+  from vdit import weights
   from vdit.eval import toy_features
   empty = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
   with pytest.raises(ckpt_lib.CheckpointError, match="No checkpoint in .*train first"):
-    evaluate.checkpoint_steps(empty, "latest")
+    empty.select_steps("latest")
   tensors, metadata = weights.load(setup["features"])
   tensors["frame_proj.kernel"] = tensors["frame_proj.kernel"][:, :16]
   bad = str(tmp_path / "bad.safetensors")

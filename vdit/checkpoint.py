@@ -12,6 +12,9 @@ import jax
 import orbax.checkpoint as ocp
 
 STATE_ITEMS = ("params", "ema", "opt_state")
+# Replicated arrays are saved in slices, one per replica, in parallel; below this many bytes per
+# slice the slicing costs more than it saves (thousands of tiny device ops per save on small models).
+_MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -27,6 +30,9 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES),
+        override=True)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                            create=not read_only, read_only=read_only,
                                            cleanup_tmp_directories=not read_only)
@@ -37,6 +43,21 @@ class Checkpointer:
 
   def all_steps(self):
     return list(self._manager.all_steps())
+
+  def select_steps(self, choice: str) -> list[int]:
+    """Steps named by 'latest', 'all' (every kept one) or a step number; CheckpointError if none."""
+    steps = sorted(self.all_steps())
+    if not steps:
+      raise CheckpointError(f"No checkpoint in {self.directory}; train first with vdit.main.")
+    if choice in ("latest", "all"):
+      return steps if choice == "all" else steps[-1:]
+    try:
+      step = int(choice)
+    except ValueError:
+      raise CheckpointError(f"Checkpoint {choice!r}: give a step number, 'latest' or 'all'.") from None
+    if step not in steps:
+      raise CheckpointError(f"No checkpoint for step {step} in {self.directory}; available: {steps}.")
+    return [step]
 
   def save(self, step: int, state: dict, *, meta: dict, data_args=None, force: bool = False) -> bool:
     """Saves params/ema/opt_state from `state`, the JSON `meta`, and the data iterator (if given)."""

@@ -25,24 +25,6 @@ _EMA = flags.DEFINE_bool("ema", True, "Evaluate the EMA weights (--noema for the
 flags.mark_flags_as_required(["eval", "workdir"])
 
 
-def checkpoint_steps(checkpointer, choice: str) -> list[int]:
-  from vdit.checkpoint import CheckpointError
-  steps = sorted(checkpointer.all_steps())
-  if not steps:
-    raise CheckpointError(f"No checkpoint in {checkpointer.directory}; train first with vdit.main.")
-  if choice == "all":
-    return steps
-  if choice == "latest":
-    return steps[-1:]
-  try:
-    step = int(choice)
-  except ValueError:
-    raise CheckpointError(f"--checkpoint={choice!r}: give a step number, 'latest' or 'all'.") from None
-  if step not in steps:
-    raise CheckpointError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {steps}.")
-  return [step]
-
-
 def run():
   import jax
 
@@ -54,7 +36,7 @@ def run():
   config = config_io.load(workdir)
   eval_config = _EVAL.value
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
-  steps = checkpoint_steps(checkpointer, _CHECKPOINT.value)
+  steps = checkpointer.select_steps(_CHECKPOINT.value)
   for step in steps:
     saved = checkpointer.read_meta(step).get("model_signature", {})
     if saved != config_io.model_signature(config):

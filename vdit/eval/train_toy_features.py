@@ -10,7 +10,6 @@ separate what the toy world varies. Prints held-out probe accuracies; writes the
 import json
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
