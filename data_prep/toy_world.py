@@ -24,7 +24,6 @@ from data_prep import toy_spec
 from vdit.data import dataset_files, records
 
 # Every shape fits in the 2r x 2r box around its centre, so keeping that box in frame suffices.
-_SQUARE_HALF = 0.9  # Square half-side / r: about the circle's area.
 _MARGIN = 0.5  # Pixels kept clear between the shape and the frame edge.
 _MIN_SPEED = 0.5  # px/frame at 32 px; below this the direction is hard to see.
 
@@ -55,31 +54,13 @@ def choose_held_out(num_held_out: int, rng: np.random.Generator) -> list[tuple[s
   return sorted(held_out)
 
 
-def _shape_masks(shape: str, cx: np.ndarray, cy: np.ndarray, r: float, height: int, width: int):
-  """Filled-shape masks bool [T, H, W] for centres cx, cy [T] (pixel centres at +0.5)."""
-  ys = np.arange(height, dtype=np.float32)[None, :, None] + 0.5
-  xs = np.arange(width, dtype=np.float32)[None, None, :] + 0.5
-  dx = xs - cx[:, None, None]
-  dy = ys - cy[:, None, None]
-  if shape == "circle":
-    return dx * dx + dy * dy <= r * r
-  if shape == "square":
-    half = _SQUARE_HALF * r
-    return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-  if shape == "triangle":
-    # Upward isosceles triangle filling the 2r x 2r box (apex (0, -r), base y = r, half-width
-    # r) so it is as visible as the other shapes at 32 px.
-    return (dy <= r) & (dy >= 2 * np.abs(dx) - r)
-  raise ValueError(f"Unknown shape {shape!r}; expected one of {toy_spec.SHAPES}.")
-
-
 def render_clip(colour, shape, direction, *, start, speed, radius, num_frames, height, width):
   """Renders one clip as uint8 [T, H, W, 3]; start is the (x, y) centre at frame 0."""
   ux, uy = toy_spec.DIRECTIONS[direction]
   t = np.arange(num_frames, dtype=np.float32)
   cx = start[0] + ux * speed * t
   cy = start[1] + uy * speed * t
-  masks = _shape_masks(shape, cx, cy, radius, height, width)
+  masks = toy_spec.shape_masks(shape, cx, cy, radius, height, width)
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   frames[:] = toy_spec.BACKGROUND
   frames[masks] = toy_spec.COLOURS[colour]

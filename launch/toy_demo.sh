@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The toy demo, end to end on CPU: generate data, train, sample seen and held-out prompts, judge.
+# The toy demo, end to end on CPU: generate data, train (evaluating every 1,000 steps), sample seen
+# and held-out prompts, judge.
 #   bash launch/toy_demo.sh            (after `pip install -e .` into .venv; the README does both)
 # Rerunning resumes training from runs/toy and regenerates the samples.
 set -euo pipefail
@@ -7,21 +8,29 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-runs/toy_data}
 WORKDIR=${WORKDIR:-runs/toy}
+EVAL_DATA=${EVAL_DATA:-runs/toy_eval_data}
+FEATURES=${FEATURES:-runs/toy_features.safetensors}
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
 
-echo "== 1/4 toy world -> $DATA"
+echo "== 1/5 toy world -> $DATA, eval split -> $EVAL_DATA"
 # Reuse a complete dataset of the current format; otherwise (re)generate it.
-"$PY" -c "import sys; from vdit.data import dataset_files; dataset_files.read_metadata(sys.argv[1])" \
-  "$DATA" 2>/dev/null || "$PY" -m data_prep.toy_world --output="$DATA" --num_clips=8192
+complete() { "$PY" -c "import sys; from vdit.data import dataset_files; dataset_files.read_metadata(sys.argv[1])" "$1" 2>/dev/null; }
+complete "$DATA" || "$PY" -m data_prep.toy_world --output="$DATA" --num_clips=8192
+complete "$EVAL_DATA" || "$PY" -m data_prep.toy_world --output="$EVAL_DATA" --split=eval --num_clips=1024
 
-echo "== 2/4 train -> $WORKDIR (resumes if interrupted)"
-"$PY" -m vdit.main --config=configs/toy.py --workdir="$WORKDIR" --config.data.dir="$DATA" "$@"
+echo "== 2/5 toy feature network (FVD/FID/KID features, text alignment) -> $FEATURES"
+[ -f "$FEATURES" ] || "$PY" -m vdit.eval.train_toy_features --data="$DATA" --out="$FEATURES" | tail -n 12
 
-echo "== 3/4 sample held-out and seen prompts"
+echo "== 3/5 train -> $WORKDIR (resumes if interrupted; evaluates every 1,000 steps)"
+"$PY" -m vdit.main --config=configs/toy.py --workdir="$WORKDIR" --config.data.dir="$DATA" \
+  --config.eval.every_steps=1000 --config.eval.config=configs/evals/toy.py \
+  --config.eval.overrides="reference_dir=$EVAL_DATA,features.path=$FEATURES" "$@"
+
+echo "== 4/5 sample held-out and seen prompts"
 "$PY" -m data_prep.toy_prompts --data="$DATA" --out="$WORKDIR/prompts.txt"
 "$PY" -m vdit.sample --workdir="$WORKDIR" --prompts="$WORKDIR/prompts.txt" --out="$WORKDIR/samples"
 
-echo "== 4/4 judge colour and direction"
+echo "== 5/5 judge colour, shape and direction"
 "$PY" -m vdit.eval.toy --index="$WORKDIR/samples/index.jsonl" --held_out="$DATA/held_out.json" \
   --out="$WORKDIR/samples/scores.json" > /dev/null
 "$PY" - "$WORKDIR/samples/scores.json" <<'PYEOF'
@@ -30,6 +39,8 @@ r = json.load(open(sys.argv[1]))
 for split in ("seen", "held_out"):
   s = r[split]
   print(f"{split:>9}: {s['num_videos']:3d} videos  colour {s['colour_accuracy']:.0%}  "
-        f"direction {s['direction_accuracy']:.0%}  both {s['both_accuracy']:.0%}")
+        f"shape {s['shape_accuracy']:.0%}  direction {s['direction_accuracy']:.0%}  "
+        f"colour+direction {s['both_accuracy']:.0%}")
 PYEOF
 echo "Videos, contact_sheet.png and index.jsonl: $WORKDIR/samples  (scores: $WORKDIR/samples/scores.json)"
+echo "Evaluations (FVD, FID, KID, alignment, adherence, validation loss): $WORKDIR/eval/toy/index.html"

@@ -26,13 +26,20 @@ def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
+def _register_array_handler():
+  """Once per process (Orbax's handler registry is global; re-registering logs a warning)."""
+  if not getattr(_register_array_handler, "done", False):
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES),
+        override=True)
+    _register_array_handler.done = True
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES),
-        override=True)
+    _register_array_handler()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                            create=not read_only, read_only=read_only,
                                            cleanup_tmp_directories=not read_only)

@@ -53,21 +53,27 @@ def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray) -> str:
 
 
 def predict_shape(mask_thw: np.ndarray) -> str:
-  """Circle, square or triangle from the foreground's per-frame bounding box, median over frames.
+  """Circle, square or triangle: the shape whose template, placed at each frame's foreground
+  centroid and sized to its area, overlaps the foreground best (IoU), by majority over frames.
 
-  The toy triangle points up, so its top half holds about a third of the bottom half's pixels
-  (circles and squares: as many); a square fills its box (a circle about pi/4 of it).
+  Fitting whole templates is robust to the ragged edges and stray pixels of generated frames,
+  which upset bounding-box ratios.
   """
   votes = []
+  height, width = mask_thw.shape[1:]
   for mask in mask_thw:
     ys, xs = np.nonzero(mask)
     if ys.size < 4:
       continue
-    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    middle = (top + bottom) / 2
-    upper, lower = np.sum(ys + 0.5 < middle), np.sum(ys + 0.5 > middle)
-    fill = ys.size / ((bottom - top) * (right - left))
-    votes.append("triangle" if upper < 0.6 * lower else "square" if fill > 0.9 else "circle")
+    cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+    best, best_iou = _NONE, -1.0
+    for shape in toy_spec.SHAPES:
+      r = np.sqrt(ys.size / toy_spec.SHAPE_AREA[shape])
+      template = toy_spec.shape_masks(shape, cx, cy - toy_spec.SHAPE_CENTROID_OFFSET[shape] * r, r, height, width)[0]
+      iou = np.sum(template & mask) / np.sum(template | mask)
+      if iou > best_iou:
+        best, best_iou = shape, iou
+    votes.append(best)
   if not votes:
     return _NONE
   names, counts = np.unique(votes, return_counts=True)

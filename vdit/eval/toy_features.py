@@ -121,8 +121,14 @@ class ToyFeatures:
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
   def frames_and_videos(self, videos_uint8) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, T, H, W, 3] -> (frame features [N, T, D], video features [N, D])."""
-    return self._batched(self._frames_and_video, videos_uint8)
+    """uint8 [N, T, H, W, 3] -> (frame features [N, T, D], video features [N, D]).
+
+    Features are scaled to norm sqrt(D) (unit mean square per dimension): the embedding's
+    direction carries the meaning (the contrastive loss sees only it), and a fixed scale keeps
+    FVD/FID and the KID kernel (x.y / D + 1)^3 in a stable range across trainings.
+    """
+    frames, videos = self._batched(self._frames_and_video, videos_uint8)
+    return _normalize(frames) * np.sqrt(frames.shape[-1]), _normalize(videos) * np.sqrt(videos.shape[-1])
 
   def video_features(self, videos_uint8) -> np.ndarray:
     return self.frames_and_videos(videos_uint8)[1]
