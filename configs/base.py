@@ -93,6 +93,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 100_000
   c.train.global_batch_size = 64
+  # Microbatches per step: gradients summed over k sequential microbatches, one update (the
+  # activation memory of batch / k). Each device's rows of every bucket batch must divide by k.
+  c.train.grad_accum_steps = 1
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3

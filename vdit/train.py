@@ -67,6 +67,8 @@ def resolve_config(config):
   the tokenizer's vocabulary size and the default sample size (the most common video bucket)."""
   config = config.copy_and_resolve_references()
   config_io.validate(config)
+  if config.train.get("grad_accum_steps", 1) < 1:
+    raise config_io.ConfigError(f"config.train.grad_accum_steps={config.train.grad_accum_steps} must be >= 1.")
   buckets = _plan_buckets(config, batch_multiple=1)
   videos = [b for b in buckets if not b.is_image] or buckets
   common = max(videos, key=lambda b: b.num_clips)
@@ -163,7 +165,8 @@ def build_train_step(config, mesh, tx, tokenizer):
       ema_decay=config.optim.ema_decay,
       conditioning=(conditioning.strategy_probabilities(config.train.conditioning)
                     if config.model.frame_conditioning else None),
-      conditioning_max_frames=config.train.conditioning_max_frames)
+      conditioning_max_frames=config.train.conditioning_max_frames,
+      grad_accum_steps=config.train.get("grad_accum_steps", 1))
   shardings = train_state.state_shardings(config, mesh, tx)
 
   def traced_step(state, batch, key):
@@ -196,7 +199,10 @@ def train_and_evaluate(config, workdir: str):
 
   # ---- Input -------------------------------------------------------------------------------------
   tokenizer = Tokenizer(config.text.max_length)
-  buckets = _plan_buckets(config, bucket_plan.lcm(batch_devices, jax.process_count()))
+  # Every bucket's batch splits evenly over the batch devices, the processes and, on each device,
+  # into the gradient-accumulation microbatches.
+  accum = config.train.get("grad_accum_steps", 1)
+  buckets = _plan_buckets(config, bucket_plan.lcm(batch_devices * accum, jax.process_count()))
   for b in buckets:
     logging.info("Bucket %s: %d clips, train %dx%dx%d, batch %d, %.1f%% of steps.", b.name, b.num_clips,
                  b.frames, b.height, b.width, b.batch_size, 100 * b.weight)
