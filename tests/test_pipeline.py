@@ -6,6 +6,7 @@ import os
 from array_record.python import array_record_module
 import jax
 import msgpack
+import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -122,16 +123,16 @@ def test_set_state_resumes_exactly(data_dir):
   _assert_same(_take(fresh, 6), expected)
 
 
-def test_orbax_round_trip_of_iterator_state(data_dir, tmp_path):
+def test_legacy_grain_checkpoint_restores(data_dir, tmp_path):
+  """Checkpoints of earlier versions kept the position in Grain's per-process `data` item."""
   it = _make(data_dir)
   _take(it, 3)
   manager = ocp.CheckpointManager(str(tmp_path / "ckpt"))
-  manager.save(7, args=ocp.args.Composite(data=pipeline.checkpoint_save_args(it)))
+  manager.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
   expected = _take(it, 4)  # Advancing after save() must not change what was saved.
   manager.wait_until_finished()
   fresh = _make(data_dir)
-  restored = manager.restore(
-      7, args=ocp.args.Composite(data=pipeline.checkpoint_restore_args(fresh)))
+  restored = manager.restore(7, args=ocp.args.Composite(data=pipeline.legacy_restore_args(fresh)))
   manager.close()
   assert restored["data"] is fresh
   _assert_same(_take(fresh, 4), expected)

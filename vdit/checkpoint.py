@@ -1,8 +1,8 @@
 """Checkpoints (the one module that imports Orbax).
 
 A step directory holds separate items so readers take only what they need: `params`, `ema`,
-`opt_state`, `meta` (JSON: step, model signature) and `data` (the Grain iterator state, one file per
-process). Saves are asynchronous; Orbax writes to a temporary directory and renames it when
+`opt_state`, `meta` (JSON: step, model signature) and `data_state` (JSON: the data iterator's
+position, the same on every process, so a checkpoint resumes on any process count or mesh). Saves are asynchronous; Orbax writes to a temporary directory and renames it when
 complete, so a killed save never leaves a checkpoint a reader would accept.
 """
 import json
@@ -66,26 +66,42 @@ class Checkpointer:
       raise CheckpointError(f"No checkpoint for step {step} in {self.directory}; available: {steps}.")
     return [step]
 
-  def save(self, step: int, state: dict, *, meta: dict, data_args=None, force: bool = False) -> bool:
-    """Saves params/ema/opt_state from `state`, the JSON `meta`, and the data iterator (if given)."""
+  def save(self, step: int, state: dict, *, meta: dict, data_state: dict | None = None,
+           force: bool = False) -> bool:
+    """Saves params/ema/opt_state from `state`, the JSON `meta`, and the data iterator's JSON state."""
     items = {name: ocp.args.StandardSave(state[name]) for name in STATE_ITEMS}
     items["meta"] = ocp.args.JsonSave(dict(meta, step=int(step)))
-    if data_args is not None:
-      items["data"] = data_args
+    if data_state is not None:
+      items["data_state"] = ocp.args.JsonSave(data_state)
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def read_meta(self, step: int) -> dict:
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
-  def restore(self, step: int, target: dict, *, data_args=None) -> dict:
+  def restore(self, step: int, target: dict, *, legacy_data_args=None) -> tuple[dict, dict | None]:
     """Restores params/ema/opt_state into the structure and shardings of `target` (arrays or
-    ShapeDtypeStructs); restores the data iterator in place when `data_args` is given."""
+    ShapeDtypeStructs; any mesh or process count: Orbax reshards on read).
+
+    Returns:
+      (state, data_state): data_state is the saved iterator JSON, or None when the step has none.
+      A checkpoint from an earlier version keeps the iterator in Grain's per-process `data` item;
+      `legacy_data_args` restores it in place (same process count only).
+    """
     items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in STATE_ITEMS}
-    if data_args is not None:
-      items["data"] = data_args
+    step_dir = os.path.join(self.directory, str(step))
+    if os.path.isdir(os.path.join(step_dir, "data_state")):
+      items["data_state"] = ocp.args.JsonRestore()
+    elif legacy_data_args is not None and os.path.isdir(os.path.join(step_dir, "data")):
+      saved = sorted(f for f in os.listdir(os.path.join(step_dir, "data")) if f.startswith("process_"))
+      if f"process_{jax.process_index()}-of-{jax.process_count()}.json" not in saved:
+        raise CheckpointError(f"Checkpoint {step_dir} stores the data position per process ({saved}); "
+                              f"resume it with the same number of processes ({len(saved)}), not "
+                              f"{jax.process_count()}.")
+      items["data"] = legacy_data_args
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return {name: restored[name] for name in STATE_ITEMS}
+    data_state = dict(restored["data_state"]) if "data_state" in items else None
+    return {name: restored[name] for name in STATE_ITEMS}, data_state
 
   def restore_item(self, step: int, name: str, target):
     """Restores one item (e.g. 'ema' for sampling) without reading the optimizer state."""

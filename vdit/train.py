@@ -216,7 +216,10 @@ def train_and_evaluate(config, workdir: str):
   base_key = jax.random.key(config.seed)
   if latest is not None:
     target = train_state.abstract_state(config, mesh, tx)
-    restored = checkpointer.restore(latest, target, data_args=pipeline.checkpoint_restore_args(data_iter))
+    restored, data_state = checkpointer.restore(latest, target,
+                                                legacy_data_args=pipeline.legacy_restore_args(data_iter))
+    if data_state is not None:
+      data_iter.set_state(data_state)
     state = dict(restored, step=jax.device_put(jnp.int32(latest), target["step"].sharding))
     logging.info("Resumed from step %d in %s.", latest, checkpointer.directory)
   else:
@@ -266,7 +269,7 @@ def train_and_evaluate(config, workdir: str):
       evaluation(step, state=state)
     stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
     if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
-      checkpointer.save(step, state, meta=meta, data_args=pipeline.checkpoint_save_args(data_iter), force=True)
+      checkpointer.save(step, state, meta=meta, data_state=data_iter.get_state(), force=True)
     if stop:
       logging.warning("Stopping at step %d after preemption; rerun the same command to resume.", step)
       break

@@ -108,7 +108,8 @@ def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_
   Returns:
     A grain DatasetIterator yielding {"video": uint8 [b, T, H, W, 3], "tokens": int32 [b, L],
     "text_mask": bool [b, L]} with b = the bucket's batch size // jax.process_count(). Supports
-    get_state() / set_state() and checkpoint_save_args / checkpoint_restore_args.
+    get_state() / set_state() (a JSON dict, the same on every process: checkpoints store it once,
+    vdit.checkpoint) and legacy_restore_args for checkpoints of earlier versions.
   """
   process_index, process_count = jax.process_index(), jax.process_count()
   for bucket in buckets:
@@ -192,19 +193,7 @@ class _BatchIterator(grain.DatasetIterator):
     self._next_index = index
 
 
-def checkpoint_save_args(iterator) -> Any:
-  """Orbax args saving the iterator's position: put them in an ocp.args.Composite.
-
-  Every process must save (each writes its own process_{i}-of-{n}.json).
-  """
-  return grain.checkpoint.CheckpointSave(iterator)
-
-
-def checkpoint_restore_args(iterator) -> Any:
-  """Orbax args restoring a saved position into `iterator`.
-
-  Build `iterator` with the same data, seed and global batch size as the saved one;
-  worker_count may differ. Grain's handler reads process_{i}-of-{n}.json, so the process count
-  must match the save.
-  """
+def legacy_restore_args(iterator) -> Any:
+  """Orbax args restoring `iterator` from the per-process files Grain's handler wrote in
+  checkpoints of earlier vdit versions (the `data` item; the process count must match)."""
   return grain.checkpoint.CheckpointRestore(iterator)
