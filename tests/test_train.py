@@ -35,8 +35,13 @@ def test_loss_falls_on_toy_data(toy_data, tmp_path):
     config.train.sample_every = 60
     config.optim.peak_lr = 2e-3
     config.optim.warmup_steps = 5
+    config.train.peak_tflops_per_device = 0.001  # CPUs have no known peak; MFU needs one
   train_and_evaluate(config, str(tmp_path))
   losses = _losses(str(tmp_path))
+  # Throughput from the FLOPs formula: logged for every window without a compilation (not step 1).
+  records = {r["step"]: r for r in jsonl_writer.read(os.path.join(tmp_path, "metrics.jsonl")) if "loss" in r}
+  assert "tflops_per_device" not in records[1] and records[30]["tflops_per_device"] > 0
+  assert records[30]["mfu"] == pytest.approx(records[30]["tflops_per_device"] / 0.001)
   first = np.mean([losses[s] for s in range(1, 11)])
   last = np.mean([losses[s] for s in range(51, 61)])
   assert last < 0.7 * first, (first, last)

@@ -17,6 +17,7 @@ from clu import metric_writers, periodic_actions
 
 from vdit import checkpoint as ckpt_lib
 from vdit import config_io, sharding, train_state
+from vdit import throughput as throughput_lib
 from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.diffusion import conditioning
 from vdit.jsonl_writer import JsonlWriter
@@ -243,6 +244,7 @@ def train_and_evaluate(config, workdir: str):
   if start_step >= tr.num_steps:
     logging.info("Already trained %d/%d steps; nothing to do.", start_step, tr.num_steps)
   compiled_shapes = set()
+  throughput = throughput_lib.for_devices(config)
   while step < tr.num_steps:
     batch = _global_batch(next(data_iter), mesh)
     shape = batch["video"].shape
@@ -250,7 +252,9 @@ def train_and_evaluate(config, workdir: str):
     with jax.set_mesh(mesh):
       state, metrics = jit_step(state, batch, jax.random.fold_in(base_key, step + 2))
     step += 1
-    if shape not in compiled_shapes:  # a new bucket: this step compiled (once, then cached)
+    compiled = shape not in compiled_shapes
+    throughput.step(shape, compiled)
+    if compiled:  # a new bucket: this step compiled (once, then cached)
       compiled_shapes.add(shape)
       jax.block_until_ready(metrics)
       logging.info("Step %d: compiled and ran the train step for batch %s in %.1fs.", step, shape,
@@ -261,12 +265,14 @@ def train_and_evaluate(config, workdir: str):
       host = jax.device_get(pending)
       scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
       scalars["lr"] = float(schedule(step - 1))
+      scalars.update(throughput.window_scalars())  # after device_get: the window's work is done
       writer.write_scalars(step, scalars)
       pending = []
     if tr.sample_every and step % tr.sample_every == 0:
       write_samples(config, sampler, state, step, workdir, writer)
-    if evaluation is not None:
-      evaluation(step, state=state)
+      throughput.restart()
+    if evaluation is not None and evaluation(step, state=state):
+      throughput.restart()
     stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
     if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
       checkpointer.save(step, state, meta=meta, data_state=data_iter.get_state(), force=True)
