@@ -17,8 +17,11 @@ def maybe_initialize() -> None:
     if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("VDIT_CPU_COLLECTIVES", "gloo"):
       jax.config.update("jax_cpu_collectives_implementation", os.environ.get("VDIT_CPU_COLLECTIVES", "gloo"))
     jax.distributed.initialize(**kwargs)
-  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
-    jax.distributed.initialize()  # JAX reads SLURM / TPU metadata itself
+  elif (int(os.environ.get("SLURM_NTASKS", "1")) > 1 or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
+        or int(os.environ.get("MEGASCALE_NUM_SLICES", "1")) > 1 or os.environ.get("VDIT_DISTRIBUTED") == "auto"):
+    # JAX finds the cluster itself (SLURM variables, TPU metadata server, GKE/xpk multislice
+    # variables); VDIT_DISTRIBUTED=auto opts in where nothing in the environment says so.
+    jax.distributed.initialize()
   else:
     return
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(), jax.process_count(),
