@@ -21,8 +21,14 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # Mesh axis sizes; one -1 fills the remaining devices. Rules map logical names to these axes.
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # Mesh axis sizes; one -1 fills the remaining devices. Rules map logical names to these axes
+  # (vdit/sharding.py): batch over data x fsdp, parameters over fsdp (embed) and tensor (heads,
+  # MLP), video tokens over context (sequence parallelism; see model.context_parallel).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "context": 1, "tensor": 1})
+  # Multi-slice (TPU slices, or one process per GPU host): slices along each axis, joined by the
+  # data-centre network. All 1: one slice. Otherwise c.mesh is the shape within one slice and each
+  # axis spans mesh x dcn_mesh devices, e.g. {"data": 2} for data parallelism across two slices.
+  c.dcn_mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "context": 1, "tensor": 1})
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""  # prepared shards (data_prep); required
@@ -58,7 +64,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4.0
   c.model.rope_theta = 10000.0
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
-  c.model.remat = "none"  # none | full | dots
+  # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
+  # (matmul-with-weights outputs) | dots_all (all matmul outputs) | offload_dots (dots, in host memory).
+  c.model.remat = "none"
+  c.model.scan_layers = True  # lax.scan over blocks (compile time flat in depth); False: unrolled loop
+  c.model.attention = "xla"  # local attention kernel: xla (any platform) | cudnn (NVIDIA GPU) | splash (TPU)
+  # Self-attention when mesh.context > 1: none (XLA gathers keys) | ulysses (all-to-all over heads;
+  # heads per tensor shard divisible by mesh.context) | ring (k/v blocks passed around the context axis).
+  c.model.context_parallel = "none"
   # Clean conditioning frames (image-to-video, extension, connect, loop) enter with a per-frame mask
   # channel and per-frame timesteps; train.conditioning sets how often training shows them.
   c.model.frame_conditioning = False
@@ -96,6 +109,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Microbatches per step: gradients summed over k sequential microbatches, one update (the
   # activation memory of batch / k). Each device's rows of every bucket batch must divide by k.
   c.train.grad_accum_steps = 1
+  # Logged MFU = model FLOP/s (vdit/flops.py) / (devices x this peak); 0: the device kind's dense
+  # bf16 peak where known (TPU v4-v6e, A100, H100/H200, B200), else only TFLOP/s is logged.
+  c.train.peak_tflops_per_device = 0.0
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3

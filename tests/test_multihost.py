@@ -1,6 +1,6 @@
 """Multi-process training on one CPU box (2 processes x 4 devices, gloo collectives) matches one
-process with 8 devices, and its checkpoint resumes on 1 process x 8 devices and on another mesh:
-same global batches (the data position carries over), same losses."""
+process with 8 devices, and its checkpoint resumes on 1 process x 8 devices laid out as another
+mesh: same global batches (the data position carries over), same losses."""
 import os
 import socket
 import subprocess
@@ -30,12 +30,12 @@ def _train(data, workdir, num_steps, *extra):
   assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_two_processes_match_one_process_and_resume_on_other_topologies(tmp_path):
+def test_two_processes_match_one_process_and_resume_on_another_topology(tmp_path):
   data = make_toy_data(tmp_path / "data")
   single = str(tmp_path / "single")
-  _train(data, single, 12)
+  _train(data, single, 9)
   expected = _losses(single)
-  assert len(expected) == 12
+  assert len(expected) == 9
 
   multi = str(tmp_path / "multi")
   port = _free_port()
@@ -56,10 +56,8 @@ def test_two_processes_match_one_process_and_resume_on_other_topologies(tmp_path
   # The data position is stored once, not per process, so any topology can resume it.
   assert os.path.isdir(os.path.join(multi, "checkpoints", "6", "data_state"))
 
-  # Resume the 2-process checkpoint on 1 process x 8 devices, then on a data x fsdp x tensor mesh.
-  _train(data, multi, 9)
-  np.testing.assert_allclose(_losses(multi)[6:], expected[6:9], rtol=1e-4)
-  _train(data, multi, 12, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
+  # Resume the 2-process (data=8) checkpoint on 1 process x 8 devices as data=2, fsdp=2, tensor=2.
+  _train(data, multi, 9, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
   got = _losses(multi)
-  assert len(got) == 12  # no step repeated or skipped
-  np.testing.assert_allclose(got[9:], expected[9:], rtol=1e-4)
+  assert len(got) == 9  # no step repeated or skipped
+  np.testing.assert_allclose(got[6:], expected[6:], rtol=1e-4)

@@ -1,4 +1,6 @@
 """Sharding: mesh construction, rules, a sharded step equal to the single-device step, FSDP coverage."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ from flax import nnx
 
 from configs import dit_xl, wan_1p3b
 from tests.tiny import tiny_config
-from vdit import sharding, train_state
+from vdit import config_io, sharding, train_state
 from vdit.diffusion import flow
 from vdit.text.tokenizer import Tokenizer
 from vdit.train import build_train_step
@@ -15,14 +17,64 @@ from vdit.train_step import video_to_model_space
 
 
 def test_make_mesh_fills_and_rejects_bad_shapes():
-  mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 2})
-  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 2})  # axes left out have size 1
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "context": 1, "tensor": 2}
+  assert dict(sharding.make_mesh({"data": -1}).shape) == {"data": 8, "fsdp": 1, "context": 1, "tensor": 1}
+  assert dict(sharding.make_mesh({"data": 2, "context": -1}).shape)["context"] == 4
   with pytest.raises(sharding.MeshConfigError, match="needs 16 devices"):
     sharding.make_mesh({"data": 4, "fsdp": 4})
   with pytest.raises(sharding.MeshConfigError, match="Unknown mesh axes"):
     sharding.make_mesh({"dta": -1})
   with pytest.raises(sharding.MeshConfigError, match="At most one"):
     sharding.make_mesh({"data": -1, "fsdp": -1})
+
+
+class _FakeDevice:
+  """Stands in for a device of a multi-process run (one CPU process cannot have two)."""
+  platform = device_kind = "cpu"
+
+  def __init__(self, id, process_index):
+    self.id, self.process_index = id, process_index
+
+  def __repr__(self):
+    return f"d{self.id}@p{self.process_index}"
+
+
+def test_multi_slice_mesh_keeps_slices_contiguous_and_checks_the_slice_count():
+  devices = [_FakeDevice(i, i // 4) for i in range(8)]  # 2 processes (slices) of 4 devices
+  ici = sharding.mesh_sizes({"fsdp": 2, "tensor": 2}, 4)
+  array = sharding.hybrid_device_array(ici, sharding.dcn_sizes({"data": 2}), devices)
+  assert array.shape == (2, 2, 1, 2)  # data = 2 slices x 1, fsdp and tensor within a slice
+  for data in range(2):  # only the data axis crosses the slow network
+    assert {d.process_index for d in array[data].flat} == {data}
+  # This test process is one slice: asking for two is refused with the numbers.
+  with pytest.raises(sharding.MeshConfigError, match=r"asks for 2 slices, but the 8 devices form 1 processes"):
+    sharding.make_mesh({"data": -1}, dcn_mesh_shape={"data": 2})
+  with pytest.raises(sharding.MeshConfigError, match="3 slices, which do not divide the 8 devices"):
+    sharding.make_mesh({"data": -1}, dcn_mesh_shape={"fsdp": 3})
+  with pytest.raises(sharding.MeshConfigError, match="dcn_mesh sizes must be positive"):
+    sharding.make_mesh({"data": -1}, dcn_mesh_shape={"data": -1})
+  with pytest.raises(sharding.MeshConfigError, match=r"Per-slice mesh \(of 2 slices\) .* needs 8 devices but 4"):
+    sharding.make_mesh({"data": 8}, devices=devices, dcn_mesh_shape={"data": 2})
+
+
+def test_config_validation_checks_the_mesh_against_the_model():
+  def error(**overrides):
+    with pytest.raises(config_io.ConfigError) as e:
+      config_io.validate(tiny_config(**overrides))
+    return str(e.value)
+
+  config_io.validate(tiny_config(**{"mesh.tensor": 2, "mesh.context": 2, "model.context_parallel": "ring"}))
+  assert "config.model.num_heads=2 is not divisible by the tensor axis (4)" in error(**{"mesh.tensor": 4})
+  # Across slices the axis is mesh x dcn_mesh.
+  assert "tensor axis (4)" in error(**{"mesh.tensor": 2, "dcn_mesh.tensor": 2})
+  assert "splits the 1 heads per tensor shard (num_heads 2 / tensor 2) over the context axis (2)" in error(
+      **{"mesh.tensor": 2, "mesh.context": 2, "model.context_parallel": "ulysses"})
+  assert "config.sample size 4x32x32 gives 32 tokens" in error(
+      **{"sample.height": 32, "sample.width": 32, "mesh.context": 3, "model.context_parallel": "ring"})
+  assert "At most one mesh axis may be -1" in error(**{"mesh.context": -1})
+  assert "config.model.context_parallel='sp'" in error(**{"model.context_parallel": "sp"})
+  assert "config.model.remat='dots_no_batch' is not a policy" in error(**{"model.remat": "dots_no_batch"})
 
 
 def test_logical_rules_map_to_mesh_axes():
@@ -33,6 +85,11 @@ def test_logical_rules_map_to_mesh_axes():
       None, ("tensor", "fsdp"))
   assert sharding.logical_to_spec(("mlp",), shape=(128,), mesh=mesh) == jax.sharding.PartitionSpec(("tensor", "fsdp"))
   assert sharding.logical_to_spec(("batch", "length"), shape=(8, 3), mesh=mesh) == jax.sharding.PartitionSpec(("data", "fsdp"), None)
+  # Video tokens shard over context; text tokens stay whole.
+  mesh = sharding.make_mesh({"data": 2, "context": 4})
+  assert sharding.logical_to_spec(("batch", "length", "act_embed"), shape=(2, 16, 8), mesh=mesh) == \
+      jax.sharding.PartitionSpec("data", "context", None)
+  assert sharding.logical_to_spec(("batch", "text_length"), shape=(2, 16), mesh=mesh) == jax.sharding.PartitionSpec("data", None)
 
 
 def _synthetic_batch(config, batch_size, seed=0):
@@ -117,19 +174,33 @@ def _gradients(config, mesh, params, batch):
     return jax.jit(jax.grad(loss))(params, batch)
 
 
-def test_sharded_gradients_equal_single_device_gradients():
-  """Every parameter's gradient on a data x fsdp x tensor mesh matches one device. Parameters are
-  perturbed away from init so every path (zero-init heads, gates) carries gradient."""
-  config = tiny_config()
+def _config_and_params(**overrides):
+  config = tiny_config(**overrides)
   with config.unlocked():
     config.sample.height = config.sample.width = 16
   params = train_state.init_params(config, jax.random.key(0))
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(2), len(leaves))
-  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  batch = _synthetic_batch(config, 8)
-  single = _gradients(config, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]), params, batch)
-  sharded = _gradients(config, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}), params, batch)
+  return config, jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+@functools.cache
+def _single_device_gradients():
+  config, params = _config_and_params()
+  return _gradients(config, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]), params,
+                    _synthetic_batch(config, 8))
+
+
+@pytest.mark.parametrize("mesh_shape,context_parallel", [
+    ({"data": 2, "fsdp": 2, "tensor": 2}, "none"),
+    ({"data": 2, "context": 2, "tensor": 2}, "ring"),  # text encoder and DiT sequence-sharded
+])
+def test_sharded_gradients_equal_single_device_gradients(mesh_shape, context_parallel):
+  """Every parameter's gradient on a sharded mesh matches one device. Parameters are perturbed away
+  from init so every path (zero-init heads, gates) carries gradient."""
+  config, params = _config_and_params(**{"model.context_parallel": context_parallel})
+  sharded = _gradients(config, sharding.make_mesh(mesh_shape), params, _synthetic_batch(config, 8))
+  single = _single_device_gradients()
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(single)[0], jax.tree.leaves(sharded)):
     a, b = np.asarray(a), np.asarray(b)
     # Tolerance: 1e-4 of the leaf's largest gradient (float32 reordering gives ~1e-6).

@@ -166,7 +166,7 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
     config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
   # As vdit.train plans batches: each splits over the batch devices, the hosts and, on each
   # device, into the gradient-accumulation microbatches.
-  mesh = sharding.make_mesh(dict(config.mesh), devices)
+  mesh = sharding.make_mesh(dict(config.mesh), devices, dcn_mesh_shape=dict(config.get("dcn_mesh", {})))
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
   num_hosts = len({d.process_index for d in devices})
   multiple = bucket_plan.lcm(batch_devices * accum, num_hosts)

@@ -33,7 +33,7 @@ def run():
   from vdit.eval.evaluator import Evaluator
 
   workdir = _WORKDIR.value
-  config = config_io.load(workdir)
+  config = config_io.for_inference(config_io.load(workdir))
   eval_config = _EVAL.value
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   steps = checkpointer.select_steps(_CHECKPOINT.value)

@@ -137,7 +137,7 @@ def run(argv_flags=None):
   from vdit.sampling import VideoSampler
   from vdit.text.tokenizer import Tokenizer
 
-  config = config_io.load(_WORKDIR.value)
+  config = config_io.for_inference(config_io.load(_WORKDIR.value))
   s = config.sample
   tokenizer = Tokenizer(config.text.max_length)
   prompts = read_prompts(_PROMPT.value, _PROMPTS.value, tokenizer)

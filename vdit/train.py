@@ -78,11 +78,7 @@ def resolve_config(config):
     config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
     s.num_frames, s.height, s.width = (s.num_frames or common.frames, s.height or common.height,
                                        s.width or common.width)
-  patch = config.model.patch_size
-  if s.num_frames % patch[0] or s.height % patch[1] or s.width % patch[2]:
-    raise config_io.ConfigError(
-        f"config.sample size {s.num_frames}x{s.height}x{s.width} is not divisible by the patch size "
-        f"{tuple(patch)}.")
+  config_io.check_video_size(config, s.num_frames, s.height, s.width, "config.sample size")
   return config
 
 
@@ -194,7 +190,7 @@ def train_and_evaluate(config, workdir: str):
     writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
   # ---- Mesh --------------------------------------------------------------------------------------
-  mesh = sharding.make_mesh(dict(config.mesh))
+  mesh = sharding.make_mesh(dict(config.mesh), dcn_mesh_shape=dict(config.get("dcn_mesh", {})))
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(), jax.process_count())
 
@@ -205,6 +201,7 @@ def train_and_evaluate(config, workdir: str):
   accum = config.train.get("grad_accum_steps", 1)
   buckets = _plan_buckets(config, bucket_plan.lcm(batch_devices * accum, jax.process_count()))
   for b in buckets:
+    config_io.check_video_size(config, b.frames, b.height, b.width, f"bucket {b.name}")
     logging.info("Bucket %s: %d clips, train %dx%dx%d, batch %d, %.1f%% of steps.", b.name, b.num_clips,
                  b.frames, b.height, b.width, b.batch_size, 100 * b.weight)
   data_iter = pipeline.make_train_iterator(

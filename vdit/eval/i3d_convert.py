@@ -106,17 +106,16 @@ def convert_file(input_path: str, output_path: str, width_divisor: int = 1) -> d
   return metadata
 
 
-_INPUT = flags.DEFINE_string("input", None, "pytorch-i3d state dict: .pt/.pth (needs torch) or .safetensors.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output .safetensors file for vdit.eval.i3d.I3DFeatures.")
-_WIDTH_DIVISOR = flags.DEFINE_integer("width_divisor", 1, "Channel divisor of the network (1 = real I3D).")
-
-
 def main(argv):
   del argv
-  metadata = convert_file(_INPUT.value, _OUTPUT.value, _WIDTH_DIVISOR.value)
-  print(f"Wrote {_OUTPUT.value} ({metadata}).")
+  f = flags.FLAGS
+  metadata = convert_file(f.input, f.output, f.width_divisor)
+  print(f"Wrote {f.output} ({metadata}).")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["input", "output"])
+  # Flags live here, not at import, so importing the converter defines no global flags.
+  flags.DEFINE_string("input", None, "pytorch-i3d state dict: .pt/.pth (needs torch) or .safetensors.", required=True)
+  flags.DEFINE_string("output", None, "Output .safetensors file for vdit.eval.i3d.I3DFeatures.", required=True)
+  flags.DEFINE_integer("width_divisor", 1, "Channel divisor of the network (1 = real I3D).")
   app.run(main)

@@ -49,7 +49,7 @@ def _centre(frame):
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  config = config_io.load(_WORKDIR.value)
+  config = config_io.for_inference(config_io.load(_WORKDIR.value))
   s = config.sample
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(_WORKDIR.value), read_only=True)
   mesh = sharding.make_mesh({"data": -1})

@@ -2,7 +2,9 @@
 
 Block layout follows Wan 2.1 (shared time projection + per-block modulation table; self-attention,
 un-gated cross-attention, MLP), so released weights can map onto it. Blocks are stacked and run
-with `jax.lax.scan`, optionally rematerialised, so compile time does not grow with depth.
+with `jax.lax.scan` (or a Python loop over the same stacked parameters), optionally
+rematerialised. Video tokens may be sequence-sharded over the mesh's context axis; self-attention
+then runs a context-parallel algorithm (vdit/model/context_parallel.py).
 """
 import jax
 import jax.numpy as jnp
@@ -12,13 +14,31 @@ from vdit.model import rope
 from vdit.model.attention import Attention
 from vdit.model.layers import MLP, Dense, LayerNorm, timestep_embedding
 from vdit.model.patchify import grid_shape, patchify, unpatchify
-from vdit.sharding import constrain
+from vdit.sharding import axis_size, constrain
 
+# What a block's backward pass keeps from the forward (the rest is recomputed). "dots" keeps the
+# outputs of matmuls against weights (not attention's batched ones); "dots_all" also keeps those;
+# "offload_dots" keeps the same as "dots" in pinned host memory instead of device memory.
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_all": jax.checkpoint_policies.dots_saveable,
+    "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims(offload_src="device",
+                                                                          offload_dst="pinned_host"),
 }
+
+
+def remat_error(remat: str) -> str | None:
+  """Why remat policy `remat` cannot run here, or None if it can."""
+  if remat not in REMAT_POLICIES:
+    return f"model.remat={remat!r} is not a policy; choose one of {sorted(REMAT_POLICIES)}."
+  if remat == "offload_dots":
+    device = jax.devices()[0]
+    if "pinned_host" not in {m.kind for m in device.addressable_memories()}:
+      return (f"model.remat='offload_dots' needs pinned host memory, which {device.platform!r} devices lack; "
+              "use 'dots' or 'full'.")
+  return None
 
 
 def _modulate(x, shift, scale):
@@ -33,12 +53,14 @@ def _by_frame(x, num_frames):
 class Block(nnx.Module):
   """Self-attention (RoPE) -> cross-attention to text -> MLP, modulated by the timestep."""
 
-  def __init__(self, dim, num_heads, mlp_dim, text_dim, *, rngs, dtype, param_dtype):
+  def __init__(self, dim, num_heads, mlp_dim, text_dim, *, rngs, dtype, param_dtype, attention="xla",
+               context_parallel="none"):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    attn_kw = dict(backend=attention, context_parallel=context_parallel, **kw)
     self.norm1 = LayerNorm(dim, affine=False, **kw)
-    self.self_attn = Attention(dim, num_heads, **kw)
+    self.self_attn = Attention(dim, num_heads, **attn_kw)
     self.norm_cross = LayerNorm(dim, affine=True, **kw)
-    self.cross_attn = Attention(dim, num_heads, kv_dim=text_dim, **kw)
+    self.cross_attn = Attention(dim, num_heads, kv_dim=text_dim, **attn_kw)
     self.norm2 = LayerNorm(dim, affine=False, **kw)
     self.mlp = MLP(dim, mlp_dim, **kw)
     # adaLN-zero: shifts, scales and gates start at zero so every block starts as the identity.
@@ -66,13 +88,19 @@ class DiT(nnx.Module):
   tokens are modulated as "already denoised"); with `frame_conditioning` the per-frame mask also
   enters as an extra input channel, so a conditioning frame that shares a temporal patch with
   noisy ones is still known to be clean.
+
+  Runtime choices (parameters and checkpoints are the same for every value): `attention` (local
+  kernel: xla | cudnn | splash), `context_parallel` (none | ulysses | ring), `remat` (a key of
+  REMAT_POLICIES), `scan_layers` (True: lax.scan over the blocks, compile time independent of
+  depth; False: a Python loop, which lets XLA schedule across blocks).
   """
 
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
-               freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False,
-               dtype=jnp.float32, param_dtype=jnp.float32):
-    if remat not in REMAT_POLICIES:
-      raise ValueError(f"Unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
+               freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False, attention="xla",
+               context_parallel="none", scan_layers=True, dtype=jnp.float32, param_dtype=jnp.float32):
+    error = remat_error(remat)
+    if error:
+      raise ValueError(error)
     self.patch_size = tuple(patch_size)
     self.in_channels = in_channels
     self.num_heads = num_heads
@@ -80,6 +108,8 @@ class DiT(nnx.Module):
     self.freq_dim = freq_dim
     self.rope_theta = rope_theta
     self.remat = remat
+    self.scan_layers = scan_layers
+    self.context_parallel = context_parallel
     self.dtype = dtype
     self.frame_conditioning = frame_conditioning
     kw = dict(dtype=dtype, param_dtype=param_dtype)
@@ -87,13 +117,14 @@ class DiT(nnx.Module):
     patch_dim = in_channels * patch_volume
     in_dim = (in_channels + int(frame_conditioning)) * patch_volume
     self.patch_embed = Dense(in_dim, dim, in_axes=("patch",), out_axes=("embed",), rngs=rngs, **kw)
-    self.text_embed = MLP(text_dim, dim, out_dim=dim, rngs=rngs, **kw)
+    self.text_embed = MLP(text_dim, dim, out_dim=dim, length_axis="text_length", rngs=rngs, **kw)
     self.time_embed = MLP(freq_dim, dim, out_dim=dim, rngs=rngs, **kw)
     self.time_project = Dense(dim, (6, dim), in_axes=("embed",), out_axes=("modulation", "mlp"), rngs=rngs, **kw)
 
     def make_block(key):
       # Text is projected to `dim` by text_embed before the blocks see it.
-      return Block(dim, num_heads, int(dim * mlp_ratio), dim, rngs=nnx.Rngs(key), **kw)
+      return Block(dim, num_heads, int(dim * mlp_ratio), dim, rngs=nnx.Rngs(key), attention=attention,
+                   context_parallel=context_parallel, **kw)
 
     block_def = nnx.graphdef(nnx.eval_shape(lambda: make_block(jax.random.key(0))))
     stacked = jax.vmap(lambda key: nnx.state(make_block(key)))(jax.random.split(rngs.params(), depth))
@@ -111,6 +142,7 @@ class DiT(nnx.Module):
       mask = jnp.zeros((b, num_frames), bool) if frame_mask is None else frame_mask
       mask = jnp.broadcast_to(mask[:, :, None, None, None], x.shape[:-1] + (1,)).astype(x.dtype)
       x = jnp.concatenate([x, mask], axis=-1)
+    self._check_mesh(grid, x.shape[1:4])
     tokens = self.patch_embed(patchify(x, self.patch_size))
     tokens = constrain(tokens, ("batch", "length", "act_embed"))
     context = self.text_embed(context)
@@ -122,8 +154,8 @@ class DiT(nnx.Module):
     # Loop invariants of the scan below get explicit shardings: left to propagation, XLA picked
     # layouts whose backward accumulation was wrong on a data x fsdp x tensor mesh (found by
     # tests/test_sharding.py against a float64 single-device reference).
-    context = constrain(context, ("batch", "length", "act_embed"))
-    context_mask = constrain(context_mask, ("batch", "length"))
+    context = constrain(context, ("batch", "text_length", "act_embed"))
+    context_mask = constrain(context_mask, ("batch", "text_length"))
     time_mod = constrain(time_mod, ("batch", None, None, "act_embed"))
 
     block_def, block_state = nnx.split(self.blocks)
@@ -131,13 +163,32 @@ class DiT(nnx.Module):
     def body(h, state):
       return nnx.merge(block_def, state)(h, time_mod, context, context_mask, angles), None
 
-    policy = REMAT_POLICIES[self.remat]
     if self.remat != "none":
-      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    tokens, _ = jax.lax.scan(body, tokens, block_state)
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+    if self.scan_layers:
+      tokens, _ = jax.lax.scan(body, tokens, block_state)
+    else:
+      # Layer i's slice of the same stacked parameters: checkpoints do not depend on this choice.
+      for i in range(jax.tree.leaves(block_state)[0].shape[0]):
+        tokens, _ = body(tokens, jax.tree.map(lambda p: p[i], block_state))
 
     head_mod = self.head_modulation[...][None, None] + time_emb[:, :, None]  # [B, F, 2, D]
     shift, scale = jnp.split(head_mod.astype(jnp.float32), 2, axis=2)
     h = _modulate(_by_frame(self.norm_out(tokens).astype(jnp.float32), t.shape[1]), shift, scale)
     out = self.head(h.reshape(tokens.shape).astype(self.dtype))
     return unpatchify(out, grid, self.patch_size, self.in_channels).astype(jnp.float32)
+
+  def _check_mesh(self, grid, video_size):
+    """Heads split evenly over the tensor axis; context-parallel attention splits the token
+    sequence evenly over the context axis. Checked while tracing, before any compute."""
+    tensor, context = axis_size("tensor"), axis_size("context")
+    if self.num_heads % tensor:
+      raise ValueError(f"model.num_heads={self.num_heads} is not divisible by the mesh's tensor axis ({tensor}); "
+                       "choose num_heads a multiple of it, or a smaller mesh.tensor.")
+    tokens = grid[0] * grid[1] * grid[2]
+    if self.context_parallel != "none" and tokens % context:
+      raise ValueError(
+          f"A {'x'.join(map(str, video_size))} video has {tokens} tokens (grid {grid}, patch {self.patch_size}), "
+          f"not divisible by the mesh's context axis ({context}) that model.context_parallel="
+          f"{self.context_parallel!r} splits them over; use frames/height/width whose token count is a "
+          f"multiple of {context}, or a smaller mesh.context.")

@@ -57,8 +57,10 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
   vocab_size = t.vocab_size or Tokenizer(t.max_length).vocab_size  # 0: the shipped tokenizer
   text_encoder = TextEncoder(vocab_size=vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
                              mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+  # .get: workdir configs written before a key existed rebuild with its old behaviour.
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
-            remat=m.remat, frame_conditioning=m.get("frame_conditioning", False), rngs=rngs, dtype=dtype,
-            param_dtype=param_dtype)
+            remat=m.remat, frame_conditioning=m.get("frame_conditioning", False),
+            attention=m.get("attention", "xla"), context_parallel=m.get("context_parallel", "none"),
+            scan_layers=m.get("scan_layers", True), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)

@@ -78,18 +78,20 @@ class RMSNorm(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """Two-layer GELU MLP, hidden dim sharded along 'mlp'."""
+  """Two-layer GELU MLP, hidden dim sharded along 'mlp'; `length_axis` names the token axis of
+  [B, L, D] inputs ('length': video tokens, 'text_length': text; see vdit.sharding)."""
 
-  def __init__(self, dim, hidden_dim, *, rngs, out_dim=None, zero_init_out=False, dtype=jnp.float32,
-               param_dtype=jnp.float32):
+  def __init__(self, dim, hidden_dim, *, rngs, out_dim=None, zero_init_out=False, length_axis="length",
+               dtype=jnp.float32, param_dtype=jnp.float32):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.up = Dense(dim, hidden_dim, in_axes=("embed",), out_axes=("mlp",), **kw)
     self.down = Dense(hidden_dim, out_dim or dim, in_axes=("mlp",), out_axes=("embed",), zero_init=zero_init_out, **kw)
+    self.length_axis = length_axis
 
   def __call__(self, x):
     h = jax.nn.gelu(self.up(x), approximate=True)
     if h.ndim == 3:  # token activations; the timestep MLP sees [B, D]
-      h = constrain(h, ("batch", "length", "act_mlp"))
+      h = constrain(h, ("batch", self.length_axis, "act_mlp"))
     return self.down(h)
 
 

@@ -16,9 +16,10 @@ class EncoderLayer(nnx.Module):
   def __init__(self, dim, num_heads, mlp_dim, *, rngs, dtype, param_dtype):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.norm1 = LayerNorm(dim, **kw)
-    self.attn = Attention(dim, num_heads, **kw)
+    # Text tokens are short and stay whole (never split over the context axis).
+    self.attn = Attention(dim, num_heads, length_axis="text_length", **kw)
     self.norm2 = LayerNorm(dim, **kw)
-    self.mlp = MLP(dim, mlp_dim, **kw)
+    self.mlp = MLP(dim, mlp_dim, length_axis="text_length", **kw)
 
   def __call__(self, x, mask, angles):
     x = x + self.attn(self.norm1(x), key_mask=mask, angles=angles)
