@@ -23,6 +23,7 @@ setuptools.setup(
         "av>=14",  # VideoFrame.rotation (display matrix)
         "pillow",
         "safetensors",  # weight files given by path (never pickle)
+        "sentencepiece",  # T5/umT5 tokenizer files given by path
         "matplotlib",  # evaluation plots
         "msgpack",
         "numpy",
@@ -35,6 +36,6 @@ setuptools.setup(
         # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
         "tfds-cli": ["apache-beam", "mlcroissant"],
         # PyTorch references for parity tests (skipped without them); CI does not install these.
-        "reference": ["torch", "diffusers"],
+        "reference": ["torch", "diffusers", "transformers"],
     },
 )

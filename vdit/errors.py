@@ -5,8 +5,9 @@ from vdit.data.errors import DataError
 from vdit.prompt_expansion import ExpansionError
 from vdit.sample_modes import ModeError
 from vdit.sharding import MeshConfigError
+from vdit.text.sentencepiece_tokenizer import TokenizerFileError
 from vdit.text.tokenizer import PromptError
 from vdit.weights import WeightsError
 
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, MeshConfigError, ModeError,
-               PromptError, WeightsError)
+               PromptError, TokenizerFileError, WeightsError)
