@@ -63,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0
   c.model.rope_theta = 10000.0
+  # Architecture (vdit/model/dit.py VARIANTS): vdit | wan (Wan 2.1's DiT exactly: QK RMSNorm across
+  # heads, SiLU timestep MLP; import weights with `python -m vdit.convert --from=wan2.1`).
+  c.model.variant = "vdit"
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
   # (matmul-with-weights outputs) | dots_all (all matmul outputs) | offload_dots (dots, in host memory).

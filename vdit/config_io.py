@@ -16,7 +16,7 @@ from vdit.diffusion.flow import TIMESTEP_SAMPLERS
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.attention import backend_error
 from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
-from vdit.model.dit import remat_error
+from vdit.model.dit import VARIANTS, remat_error
 from vdit.model.factory import DTYPES, PREDICTIONS
 
 CONFIG_FILE = "config.json"
@@ -25,7 +25,7 @@ _RUNTIME_ONLY = {"model.remat", "model.dtype", "model.scan_layers", "model.atten
                  "text.caption_dropout", "text.max_length"}
 # Settings added after checkpoints existed: left out of the signature at their old behaviour, so
 # those checkpoints still match.
-_OMITTED_AT = {"model.frame_conditioning": False}
+_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit"}
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,8 @@ def validate(config) -> None:
     _require(error is None, f"config.{error}")
   _require(m.context_parallel in CONTEXT_PARALLEL_MODES,
            f"config.model.context_parallel={m.context_parallel!r}; choose one of {CONTEXT_PARALLEL_MODES}.")
+  _require(m.get("variant", "vdit") in VARIANTS,
+           f"config.model.variant={m.get('variant')!r}; choose one of {sorted(VARIANTS)}.")
   _require(isinstance(m.scan_layers, bool), f"config.model.scan_layers={m.scan_layers!r} must be True or False.")
   _require(m.prediction in PREDICTIONS, f"config.model.prediction={m.prediction!r}; choose one of {PREDICTIONS}.")
   for key in ("dtype", "param_dtype"):

@@ -1,4 +1,4 @@
-"""Multi-head attention with per-head QK RMSNorm, optional RoPE, key padding masks, and a choice of
+"""Multi-head attention with QK RMSNorm (per head, or across heads as Wan 2.1), optional RoPE, key padding masks, and a choice of
 local kernel (XLA, cuDNN flash attention, TPU splash attention).
 
 `dot_product_attention` is the one place scores are computed on a device's data; sharding over the
@@ -17,6 +17,7 @@ from vdit.model.layers import Dense, RMSNorm
 from vdit.sharding import constrain
 
 BACKENDS = ("xla", "cudnn", "splash")
+QK_NORMS = ("per_head", "across_heads")
 _PLATFORM = {"cudnn": "gpu", "splash": "tpu"}  # backends tied to one platform
 _SPLASH_BLOCKS = (512, 256, 128)  # splash tiles must be multiples of 128 that divide the sequence
 # Pallas kernels do not declare how their outputs vary over mesh axes, so shard_map must not check.
@@ -107,7 +108,9 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, dim, num_heads, *, rngs, kv_dim=None, length_axis="length", backend="xla",
-               context_parallel="none", dtype=jnp.float32, param_dtype=jnp.float32):
+               context_parallel="none", qk_norm="per_head", dtype=jnp.float32, param_dtype=jnp.float32):
+    if qk_norm not in QK_NORMS:
+      raise ValueError(f"Attention qk_norm={qk_norm!r}; choose one of {QK_NORMS}.")
     if dim % num_heads:
       raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}.")
     error = backend_error(backend)
@@ -122,8 +125,12 @@ class Attention(nnx.Module):
     self.key = Dense(kv_dim, (num_heads, head_dim), in_axes=("embed",), out_axes=("heads", "kv"), **kw)
     self.value = Dense(kv_dim, (num_heads, head_dim), in_axes=("embed",), out_axes=("heads", "kv"), **kw)
     self.out = Dense((num_heads, head_dim), dim, in_axes=("heads", "kv"), out_axes=("embed",), **kw)
-    self.norm_q = RMSNorm(head_dim, **kw)
-    self.norm_k = RMSNorm(head_dim, **kw)
+    if qk_norm == "per_head":
+      self.norm_q = RMSNorm(head_dim, **kw)
+      self.norm_k = RMSNorm(head_dim, **kw)
+    else:
+      self.norm_q = RMSNorm((num_heads, head_dim), logical_axes=("heads", "kv"), **kw)
+      self.norm_k = RMSNorm((num_heads, head_dim), logical_axes=("heads", "kv"), **kw)
     self.length_axis = length_axis
     self.backend = backend
     self.context_parallel = context_parallel

@@ -29,6 +29,13 @@ REMAT_POLICIES = {
 }
 
 
+# model.variant -> DiT architecture arguments (see DiT).
+VARIANTS = {
+    "vdit": dict(qk_norm="per_head", time_activation="gelu_tanh"),
+    "wan": dict(qk_norm="across_heads", time_activation="silu"),
+}
+
+
 def remat_error(remat: str) -> str | None:
   """Why remat policy `remat` cannot run here, or None if it can."""
   if remat not in REMAT_POLICIES:
@@ -54,9 +61,9 @@ class Block(nnx.Module):
   """Self-attention (RoPE) -> cross-attention to text -> MLP, modulated by the timestep."""
 
   def __init__(self, dim, num_heads, mlp_dim, text_dim, *, rngs, dtype, param_dtype, attention="xla",
-               context_parallel="none"):
+               context_parallel="none", qk_norm="per_head"):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    attn_kw = dict(backend=attention, context_parallel=context_parallel, **kw)
+    attn_kw = dict(backend=attention, context_parallel=context_parallel, qk_norm=qk_norm, **kw)
     self.norm1 = LayerNorm(dim, affine=False, **kw)
     self.self_attn = Attention(dim, num_heads, **attn_kw)
     self.norm_cross = LayerNorm(dim, affine=True, **kw)
@@ -97,7 +104,8 @@ class DiT(nnx.Module):
 
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
                freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False, attention="xla",
-               context_parallel="none", scan_layers=True, dtype=jnp.float32, param_dtype=jnp.float32):
+               context_parallel="none", scan_layers=True, qk_norm="per_head", time_activation="gelu_tanh",
+               dtype=jnp.float32, param_dtype=jnp.float32):
     error = remat_error(remat)
     if error:
       raise ValueError(error)
@@ -118,13 +126,13 @@ class DiT(nnx.Module):
     in_dim = (in_channels + int(frame_conditioning)) * patch_volume
     self.patch_embed = Dense(in_dim, dim, in_axes=("patch",), out_axes=("embed",), rngs=rngs, **kw)
     self.text_embed = MLP(text_dim, dim, out_dim=dim, length_axis="text_length", rngs=rngs, **kw)
-    self.time_embed = MLP(freq_dim, dim, out_dim=dim, rngs=rngs, **kw)
+    self.time_embed = MLP(freq_dim, dim, out_dim=dim, activation=time_activation, rngs=rngs, **kw)
     self.time_project = Dense(dim, (6, dim), in_axes=("embed",), out_axes=("modulation", "mlp"), rngs=rngs, **kw)
 
     def make_block(key):
       # Text is projected to `dim` by text_embed before the blocks see it.
       return Block(dim, num_heads, int(dim * mlp_ratio), dim, rngs=nnx.Rngs(key), attention=attention,
-                   context_parallel=context_parallel, **kw)
+                   context_parallel=context_parallel, qk_norm=qk_norm, **kw)
 
     block_def = nnx.graphdef(nnx.eval_shape(lambda: make_block(jax.random.key(0))))
     stacked = jax.vmap(lambda key: nnx.state(make_block(key)))(jax.random.split(rngs.params(), depth))

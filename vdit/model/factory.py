@@ -5,7 +5,7 @@ The only model code that reads a config; everything below takes plain arguments.
 import jax.numpy as jnp
 from flax import nnx
 
-from vdit.model.dit import DiT
+from vdit.model.dit import VARIANTS, DiT
 from vdit.model.text_encoder import TextEncoder
 from vdit.text.tokenizer import Tokenizer
 
@@ -62,5 +62,5 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
             remat=m.remat, frame_conditioning=m.get("frame_conditioning", False),
             attention=m.get("attention", "xla"), context_parallel=m.get("context_parallel", "none"),
-            scan_layers=m.get("scan_layers", True), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+            scan_layers=m.get("scan_layers", True), **VARIANTS[m.get("variant", "vdit")], rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)

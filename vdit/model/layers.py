@@ -63,33 +63,44 @@ class LayerNorm(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-  """RMSNorm over the last dim (used on queries and keys per head for stable attention logits)."""
+  """RMSNorm over the trailing dims of shape `dim` (an int: the last dim; a tuple such as
+  (heads, head_dim): those dims together, as Wan's QK norm across heads), scale of that shape."""
 
-  def __init__(self, dim, *, rngs=None, eps=1e-6, dtype=jnp.float32, param_dtype=jnp.float32):
+  def __init__(self, dim, *, rngs=None, eps=1e-6, logical_axes=("norm",), dtype=jnp.float32,
+               param_dtype=jnp.float32):
     del rngs  # constant init
+    shape = (dim,) if isinstance(dim, int) else tuple(dim)
     self.eps = eps
     self.dtype = dtype
-    self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+    self.scale = nnx.Param(jnp.ones(shape, param_dtype), logical_axes=tuple(logical_axes))
 
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+    axes = tuple(range(-self.scale[...].ndim, 0))
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(axes, keepdims=True) + self.eps)
     return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype)
 
 
+ACTIVATIONS = {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True), "silu": jax.nn.silu}
+
+
 class MLP(nnx.Module):
-  """Two-layer GELU MLP, hidden dim sharded along 'mlp'; `length_axis` names the token axis of
-  [B, L, D] inputs ('length': video tokens, 'text_length': text; see vdit.sharding)."""
+  """Two-layer MLP (GELU, tanh approximation, unless `activation` names another of ACTIVATIONS),
+  hidden dim sharded along 'mlp'; `length_axis` names the token axis of [B, L, D] inputs
+  ('length': video tokens, 'text_length': text; see vdit.sharding)."""
 
   def __init__(self, dim, hidden_dim, *, rngs, out_dim=None, zero_init_out=False, length_axis="length",
-               dtype=jnp.float32, param_dtype=jnp.float32):
+               activation="gelu_tanh", dtype=jnp.float32, param_dtype=jnp.float32):
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"MLP activation {activation!r} is not one of {sorted(ACTIVATIONS)}.")
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.up = Dense(dim, hidden_dim, in_axes=("embed",), out_axes=("mlp",), **kw)
     self.down = Dense(hidden_dim, out_dim or dim, in_axes=("mlp",), out_axes=("embed",), zero_init=zero_init_out, **kw)
     self.length_axis = length_axis
+    self.activation = activation
 
   def __call__(self, x):
-    h = jax.nn.gelu(self.up(x), approximate=True)
+    h = ACTIVATIONS[self.activation](self.up(x))
     if h.ndim == 3:  # token activations; the timestep MLP sees [B, D]
       h = constrain(h, ("batch", self.length_axis, "act_mlp"))
     return self.down(h)
