@@ -1,5 +1,6 @@
 """Shared test helpers: toy data on disk and running the CLIs as a user would."""
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,3 +38,26 @@ def cli(module, *args, **kwargs):
 def popen(module, *args):
   return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(module, *args, num_processes=2, devices_per_process=4, timeout=300):
+  """Runs `python -m module args...` as a multi-process JAX job on this machine (CPU devices,
+  gloo collectives via vdit.distributed); asserts every process exits 0."""
+  port = free_port()
+  procs = []
+  for index in range(num_processes):
+    env = cli_env()
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+               VDIT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", VDIT_NUM_PROCESSES=str(num_processes),
+               VDIT_PROCESS_ID=str(index))
+    procs.append(subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, stderr[-3000:]

@@ -132,24 +132,10 @@ def test_workdir_without_checkpoint_and_bad_feature_weights_are_clear_errors(set
 
 def test_two_processes_give_the_numbers_of_one(setup):
   """2 processes x 4 CPU devices (gloo) sample, score and write like 1 process x 8 devices."""
-  import subprocess
-  import sys
-  from tests.helpers import REPO, cli_env
-  from tests.test_multihost import _free_port
+  from tests.helpers import run_processes
   out = setup["root"] / "two_processes"
-  port = _free_port()
-  procs = []
-  for index in range(2):
-    env = cli_env()
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", VDIT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               VDIT_NUM_PROCESSES="2", VDIT_PROCESS_ID=str(index))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "vdit.evaluate", f"--workdir={setup['workdir']}", "--eval=configs/evals/toy.py",
-         "--checkpoint=8", f"--out={out}", *_eval_flags(setup["overrides"])],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-  for proc in procs:
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+  run_processes("vdit.evaluate", f"--workdir={setup['workdir']}", "--eval=configs/evals/toy.py", "--checkpoint=8",
+                f"--out={out}", *_eval_flags(setup["overrides"]))
   got = json.loads((out / "step_00000008" / "results.json").read_text())
   expected = json.loads(open(os.path.join(setup["workdir"], "eval", "toy", "step_00000008", "results.json")).read())
   assert got["seeds"] == expected["seeds"]

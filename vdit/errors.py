@@ -11,3 +11,16 @@ from vdit.weights import WeightsError
 
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, MeshConfigError, ModeError,
                PromptError, TokenizerFileError, WeightsError)
+
+
+def exit_on_user_error(fn, *extra_errors) -> None:
+  """Runs an entry point's body; bad input (USER_ERRORS, extra_errors) becomes one `error: ...`
+  line on stderr and exit status 2, without a traceback."""
+  import sys
+  from absl import logging
+  try:
+    fn()
+  except USER_ERRORS + tuple(extra_errors) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -9,9 +9,8 @@ of every process (launch one process per host as for training); process 0 writes
 """
 import json
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from vdit import distributed, logs
@@ -61,13 +60,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_library_logs()
   distributed.maybe_initialize()
-  from vdit.errors import USER_ERRORS
-  try:
-    run()
-  except USER_ERRORS as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from vdit.errors import exit_on_user_error
+  exit_on_user_error(run)
 
 
 if __name__ == "__main__":

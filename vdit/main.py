@@ -4,9 +4,8 @@
 
 Rerunning the same command resumes from the workdir's latest checkpoint.
 """
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from vdit import distributed, logs
@@ -23,13 +22,8 @@ def main(argv):
   logs.quiet_library_logs()
   distributed.maybe_initialize()
   from vdit import train  # after distributed init: importing jax-heavy modules is fine, using devices is not
-  from vdit.errors import USER_ERRORS
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except USER_ERRORS as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from vdit.errors import exit_on_user_error
+  exit_on_user_error(lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ frames) and OUT/index.jsonl with one JSON object per video (paths relative to OU
 """
 import json
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from vdit import distributed, logs
 
@@ -241,13 +240,8 @@ def main(argv):
     raise app.UsageError("--workdir and --out are required.")
   logs.quiet_library_logs()
   distributed.maybe_initialize()
-  from vdit.errors import USER_ERRORS
-  try:
-    run()
-  except USER_ERRORS + (UsageError,) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from vdit.errors import exit_on_user_error
+  exit_on_user_error(run, UsageError)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import sentencepiece
 
-from vdit.text.tokenizer import PromptError
+from vdit.text.tokenizer import pad_batch, prompt_list
 
 
 class TokenizerFileError(ValueError):
@@ -59,18 +59,5 @@ class SentencePieceTokenizer:
     Raises:
       PromptError: a prompt is longer than max_length and truncate is False.
     """
-    if isinstance(texts, str):
-      raise TypeError("encode_batch takes a sequence of prompts; wrap a single prompt in a list.")
-    ids = np.full((len(texts), self.max_length), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), self.max_length), bool)
-    for row, text in enumerate(texts):
-      tokens = self.encode(text)
-      if len(tokens) > self.max_length:
-        if not truncate:
-          raise PromptError(
-              f"Prompt {text[:60]!r} is {len(tokens)} tokens (including EOS) but the limit is "
-              f"{self.max_length}; shorten the prompt or raise config.text.max_length.")
-        tokens = tokens[:self.max_length - 1] + [self.eos_id]
-      ids[row, :len(tokens)] = tokens
-      mask[row, :len(tokens)] = True
-    return ids, mask
+    texts = prompt_list(texts)
+    return pad_batch([self.encode(t) for t in texts], texts, self.max_length, self.pad_id, self.eos_id, truncate)

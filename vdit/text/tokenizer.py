@@ -87,18 +87,29 @@ class Tokenizer:
     Raises:
       PromptError: a prompt is longer than max_length and truncate is False.
     """
-    if isinstance(texts, str):
-      raise TypeError("encode_batch takes a sequence of prompts; wrap a single prompt in a list.")
-    ids = np.full((len(texts), self.max_length), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), self.max_length), bool)
-    for row, text in enumerate(texts):
-      tokens = self.encode(text)
-      if len(tokens) > self.max_length:
-        if not truncate:
-          raise PromptError(
-              f"Prompt {text[:60]!r} is {len(tokens)} tokens (including EOS) but the limit is "
-              f"{self.max_length}; shorten the prompt or raise config.text.max_length.")
-        tokens = tokens[:self.max_length - 1] + [self.eos_id]
-      ids[row, :len(tokens)] = tokens
-      mask[row, :len(tokens)] = True
-    return ids, mask
+    texts = prompt_list(texts)
+    return pad_batch([self.encode(t) for t in texts], texts, self.max_length, self.pad_id, self.eos_id, truncate)
+
+
+def prompt_list(texts):
+  """The prompts of an encode_batch call; a bare string is a mistake (it would encode each char)."""
+  if isinstance(texts, str):
+    raise TypeError("encode_batch takes a sequence of prompts; wrap a single prompt in a list.")
+  return texts
+
+
+def pad_batch(token_lists, texts, max_length: int, pad_id: int, eos_id: int, truncate: bool):
+  """ids int32 [B, max_length] padded with pad_id and mask bool [B, max_length] from per-prompt
+  token lists ending in EOS; a list over max_length is cut (EOS kept last) or a PromptError."""
+  ids = np.full((len(token_lists), max_length), pad_id, np.int32)
+  mask = np.zeros((len(token_lists), max_length), bool)
+  for row, (tokens, text) in enumerate(zip(token_lists, texts)):
+    if len(tokens) > max_length:
+      if not truncate:
+        raise PromptError(
+            f"Prompt {text[:60]!r} is {len(tokens)} tokens (including EOS) but the limit is "
+            f"{max_length}; shorten the prompt or raise config.text.max_length.")
+      tokens = tokens[:max_length - 1] + [eos_id]
+    ids[row, :len(tokens)] = tokens
+    mask[row, :len(tokens)] = True
+  return ids, mask
