@@ -3,7 +3,7 @@
   python -m vdit.evaluate --workdir=runs/toy --eval=configs/evals/toy.py [--checkpoint=STEP|latest|all]
       [--out=DIR] [--eval.num_reference=1024 ...]
 
-Writes DIR (default WORKDIR/eval/NAME)/step_XXXXXXXX/{results.json, index.html, videos/} and
+Writes DIR (default WORKDIR/eval/NAME)/step_{step:08d}/{results.json, index.html, videos/} and
 DIR/{index.html, plots/}; prints the metrics. Sampling and features are sharded over every device
 of every process (launch one process per host as for training); process 0 writes.
 """

@@ -116,7 +116,7 @@ class Evaluator:
     return {"timesteps": timesteps, "loss": losses, "num_clips": len(self.val_videos)}
 
   def run(self, params, step: int, *, write: bool = True) -> dict:
-    """Samples, scores and (on process 0) writes OUT/step_XXXXXXXX/; returns the results dict."""
+    """Samples, scores and (on process 0) writes OUT/step_{step:08d}/; returns the results dict."""
     timing = dict(self.timing)
     t0 = time.time()
     videos = self.sample(params)

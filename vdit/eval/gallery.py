@@ -99,7 +99,7 @@ def write_overview(out_dir: str, history: Sequence[dict], plots: Sequence[str] =
   """Writes out_dir/index.html: one row per step (linking its gallery) and the cross-step plots.
 
   Args:
-    out_dir: the evaluation output directory holding step_XXXXXXXX/ directories.
+    out_dir: the evaluation output directory holding step_{step:08d}/ directories.
     history: results.json dicts of the evaluated steps, any order.
     plots: image paths relative to out_dir, e.g. "plots/metrics_vs_step.png".
   Returns:

@@ -1,6 +1,6 @@
 """Writes one evaluation's files: videos, results.json, the cross-step plots and the HTML pages.
 
-  OUT/step_XXXXXXXX/{results.json, index.html, videos/NNN.webm, videos/NNN.mp4}
+  OUT/step_{step:08d}/{results.json, index.html, videos/NNN.webm, videos/NNN.mp4}
   OUT/plots/{metrics_vs_step.png, val_loss_by_timestep.png}, OUT/index.html (every step)
 
 results.json is written after the videos, so a step directory with results.json is complete.
