@@ -81,7 +81,20 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"
 
+  # Latent space: a VAE weights file (vdit.vae.wan_vae format: a trained configs/vae_*.py workdir's
+  # vae.safetensors, or a converted Wan 2.1 VAE). "": the DiT works on pixels. With a VAE, data.dir
+  # must be a latent cache made with that file (python -m data_prep.cache_latents); sampling decodes
+  # with it. model.in_channels is the VAE's z_dim; sample sizes stay in pixels.
+  c.latent = ml_collections.ConfigDict({"vae": ""})
+
   c.text = ml_collections.ConfigDict()
+  # trainable: the built-in encoder over the shipped tokenizer, trained with the DiT.
+  # t5: a frozen T5/umT5 encoder (HF safetensors directory `t5_path`, sentencepiece `tokenizer_path`);
+  # training reads its embeddings from the latent cache (data_prep.cache_latents --t5=...), sampling
+  # runs it. text.dim is then the encoder's d_model and text.max_length its padded length.
+  c.text.encoder = "trainable"
+  c.text.t5_path = ""
+  c.text.tokenizer_path = ""
   c.text.vocab_size = 0  # 0: the shipped tokenizer's size
   c.text.max_length = 32
   c.text.dim = 256

@@ -22,10 +22,10 @@ from vdit.model.factory import DTYPES, PREDICTIONS
 CONFIG_FILE = "config.json"
 # Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
 _RUNTIME_ONLY = {"model.remat", "model.dtype", "model.scan_layers", "model.attention", "model.context_parallel",
-                 "text.caption_dropout", "text.max_length"}
+                 "text.caption_dropout", "text.max_length", "text.t5_path", "text.tokenizer_path"}
 # Settings added after checkpoints existed: left out of the signature at their old behaviour, so
 # those checkpoints still match.
-_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit"}
+_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit", "text.encoder": "trainable"}
 
 
 class ConfigError(ValueError):

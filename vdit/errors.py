@@ -2,6 +2,7 @@
 from vdit.checkpoint import CheckpointError
 from vdit.config_io import ConfigError
 from vdit.data.errors import DataError
+from vdit.latents import LatentSpaceError
 from vdit.prompt_expansion import ExpansionError
 from vdit.sample_modes import ModeError
 from vdit.sharding import MeshConfigError
@@ -9,8 +10,8 @@ from vdit.text.sentencepiece_tokenizer import TokenizerFileError
 from vdit.text.tokenizer import PromptError
 from vdit.weights import WeightsError
 
-USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, MeshConfigError, ModeError,
-               PromptError, TokenizerFileError, WeightsError)
+USER_ERRORS = (CheckpointError, ConfigError, DataError, ExpansionError, LatentSpaceError, MeshConfigError,
+               ModeError, PromptError, TokenizerFileError, WeightsError)
 
 
 def exit_on_user_error(fn, *extra_errors) -> None:

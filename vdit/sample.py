@@ -13,6 +13,7 @@ import os
 from absl import app, flags
 
 from vdit import distributed, logs
+from vdit.diffusion.samplers import SAMPLERS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
 _PROMPT = flags.DEFINE_multi_string("prompt", None, "A prompt; repeat the flag for several.")
@@ -24,7 +25,7 @@ _CFG = flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default:
 _FRAME_CFG = flags.DEFINE_float("frame_cfg", None, "With conditioning frames (--image, --video, "
                                 "--connect, --loop, long videos): a separate guidance scale for the "
                                 "frames; --cfg then guides the text alone.")
-_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"],
+_SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLERS),
                              "ODE sampler (default: the config's); dpmpp_2m is DPM-Solver++(2M).")
 _INTERVAL = flags.DEFINE_list("guidance_interval", None,
                               "LOW,HIGH: apply guidance only at times t in [LOW, HIGH] (1 = noise; "
@@ -131,14 +132,16 @@ def run(argv_flags=None):
   from tqdm import tqdm
 
   from vdit import checkpoint as ckpt_lib
-  from vdit import config_io, sharding, train_state
+  from vdit import config_io, latents, sharding, train_state
   from vdit import prompt_expansion, sample_modes
   from vdit.sampling import VideoSampler
-  from vdit.text.tokenizer import Tokenizer
+  from vdit.text import conditioner
 
   config = config_io.for_inference(config_io.load(_WORKDIR.value))
   s = config.sample
-  tokenizer = Tokenizer(config.text.max_length)
+  space = latents.from_config(config)  # a missing VAE file fails before any model work
+  mesh = sharding.make_mesh({"data": -1})
+  tokenizer = conditioner.for_sampling(config, mesh)
   prompts = read_prompts(_PROMPT.value, _PROMPTS.value, tokenizer)
   # Expanded before any model work, so a failing expander costs nothing and writes nothing.
   expander = prompt_expansion.make_expander(_EXPAND.value, _EXPAND_COMMAND.value, _EXPAND_TIMEOUT.value)
@@ -158,7 +161,6 @@ def run(argv_flags=None):
     raise ckpt_lib.CheckpointError(f"Checkpoint step {step} does not match {_WORKDIR.value}/config.json: "
                                    f"{ckpt_lib.describe_mismatch(saved, config_io.model_signature(config))}.")
 
-  mesh = sharding.make_mesh({"data": -1})
   graphdef, _ = train_state.abstract_model(config)
   target = train_state.abstract_params(config, mesh)
   params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
@@ -172,13 +174,13 @@ def run(argv_flags=None):
                      f"num_frames={num_frames}; for a video that short, leave --total_frames out.")
   # Text-to-image: a model with temporal patches of pt frames makes pt frames (images were trained
   # as repeated frames); the first is the image.
-  window = config.model.patch_size[0] if num_frames == 1 else num_frames
-  opts = dict(num_frames=window, height=height, width=width, channels=config.model.in_channels,
+  window = space.pixel_size(config.model.patch_size[0], 1, 1)[0] if num_frames == 1 else num_frames
+  opts = dict(num_frames=window, height=height, width=width, channels=3 if space.is_latent else config.model.in_channels,
               patch_size=config.model.patch_size, steps=_STEPS.value or s.steps,
               cfg=s.cfg if _CFG.value is None else _CFG.value, sampler=_SAMPLER.value or s.sampler,
               shift=s.shift if _SHIFT.value is None else _SHIFT.value, negative_prompt=negative,
               guidance_interval=_guidance_interval(s), frame_cfg=_FRAME_CFG.value)
-  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh, space=space)
   seeds = [_SEED.value + i for i in range(len(prompts))]
   videos = []
   for start in range(0, len(prompts), _BATCH.value):

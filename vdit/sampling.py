@@ -38,7 +38,10 @@ def to_uint8(x):
 class VideoSampler:
   """Compiles the guided update once per (batch, shape, sampler) and loops over steps in Python."""
 
-  def __init__(self, graphdef, params, tokenizer, *, mesh=None, rules=sharding.DEFAULT_RULES):
+  def __init__(self, graphdef, params, tokenizer, *, mesh=None, rules=sharding.DEFAULT_RULES, space=None):
+    """tokenizer: any text conditioner (vdit.text.conditioner); space: vdit.latents.VAESpace for a
+    latent model (sizes, frames and outputs stay in pixels; the VAE encodes and decodes), None for pixels."""
+    self.space = space
     self.graphdef = graphdef
     self.params = params
     self.tokenizer = tokenizer
@@ -80,9 +83,11 @@ class VideoSampler:
                sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
                frames=None, frame_mask=None, frame_cfg=None, init_video=None, strength=1.0,
                progress=None):
-    """Returns float videos [N, T, H, W, C] in [-1, 1] (model space) for prompts and seeds.
+    """Returns float videos [N, T, H, W, C] in [-1, 1] (pixels) for prompts and seeds.
 
-    Frame conditioning: `frames` [N, T, H, W, C] (model space) and `frame_mask` bool [N, T] give
+    Sizes, `frames` and `init_video` are pixels in [-1, 1]; with a latent `space` they are encoded
+    (frame masks mapped to latent frames) and the result decoded. `channels` is the pixel model's.
+    Frame conditioning: `frames` [N, T, H, W, C] and `frame_mask` bool [N, T] give
     clean frames that every step keeps (image-to-video, extension, connecting, looping).
     `frame_cfg` (with frames) guides frames and text separately:
     v = v(-, -) + frame_cfg (v(frames, -) - v(-, -)) + cfg (v(frames, text) - v(frames, -)), where
@@ -98,7 +103,8 @@ class VideoSampler:
     if not 0.0 <= low <= high <= 1.0:
       raise ValueError(f"guidance_interval {tuple(guidance_interval)} must satisfy 0 <= low <= "
                        "high <= 1 (times, 1 = noise).")
-    shape = (num_frames, height, width, channels)
+    latent = self.space is not None and self.space.is_latent
+    shape = self.space.model_shape(num_frames, height, width) if latent else (num_frames, height, width, channels)
     count = len(prompts)
     prompts, seeds = _pad_to_multiple(list(prompts), list(seeds), self._batch_multiple())
     tokens, mask = self.tokenizer.encode_batch(list(prompts))
@@ -110,6 +116,10 @@ class VideoSampler:
     grid = samplers.time_grid(steps, sampling_shift(shift, shape, patch_size))
     if not 0.0 < strength <= 1.0:
       raise ValueError(f"strength={strength} must be in (0, 1]: the noise level editing starts from.")
+    if latent and init_video is not None and strength < 1.0:
+      init_video = self.space.encode(init_video)
+    if latent and frame_mask is not None:
+      frames, frame_mask = self.space.encode(frames), self.space.frame_mask(frame_mask)
     if init_video is not None and strength < 1.0:
       init = batch(_pad_rows(jnp.asarray(init_video, jnp.float32), len(prompts)))
       x = (1.0 - strength) * init + strength * x
@@ -133,7 +143,7 @@ class VideoSampler:
       else:
         with jax.set_mesh(self.mesh):
           x, carry = step(*args)
-    return x[:count]
+    return self.space.decode(x[:count]) if latent else x[:count]
 
   def _batch_multiple(self) -> int:
     if self.mesh is None:

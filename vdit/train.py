@@ -16,12 +16,13 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from vdit import checkpoint as ckpt_lib
-from vdit import config_io, sharding, train_state
+from vdit import config_io, latents, sharding, train_state
 from vdit import throughput as throughput_lib
 from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.diffusion import conditioning
 from vdit.jsonl_writer import JsonlWriter
 from vdit.sampling import VideoSampler, to_uint8
+from vdit.text import conditioner
 from vdit.text.tokenizer import Tokenizer
 from vdit.train_step import make_train_step
 
@@ -65,20 +66,25 @@ def _plan_buckets(config, batch_multiple: int):
 
 def resolve_config(config):
   """Fills settings that come from the data and tokenizer (recorded in the workdir's config.json):
-  the tokenizer's vocabulary size and the default sample size (the most common video bucket)."""
+  the tokenizer's vocabulary size and the default sample size (the most common video bucket, in
+  pixels also for a latent cache). Checks the data is what the config trains on (pixels, or
+  latents of the configured VAE)."""
   config = config.copy_and_resolve_references()
   config_io.validate(config)
   if config.train.get("grad_accum_steps", 1) < 1:
     raise config_io.ConfigError(f"config.train.grad_accum_steps={config.train.grad_accum_steps} must be >= 1.")
+  space = latents.from_config(config)
+  latents.check_cache(config, dataset_files.read_metadata(config.data.dir), config.data.dir)
   buckets = _plan_buckets(config, batch_multiple=1)
   videos = [b for b in buckets if not b.is_image] or buckets
   common = max(videos, key=lambda b: b.num_clips)
+  frames, height, width = space.pixel_size(common.frames, common.height, common.width)
   s = config.sample
   with config.unlocked():
-    config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
-    s.num_frames, s.height, s.width = (s.num_frames or common.frames, s.height or common.height,
-                                       s.width or common.width)
-  config_io.check_video_size(config, s.num_frames, s.height, s.width, "config.sample size")
+    if config.text.get("encoder", "trainable") == "trainable":
+      config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
+    s.num_frames, s.height, s.width = s.num_frames or frames, s.height or height, s.width or width
+  config_io.check_video_size(config, *space.model_shape(s.num_frames, s.height, s.width)[:3], "config.sample size")
   return config
 
 
@@ -195,7 +201,9 @@ def train_and_evaluate(config, workdir: str):
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(), jax.process_count())
 
   # ---- Input -------------------------------------------------------------------------------------
-  tokenizer = Tokenizer(config.text.max_length)
+  tokenizer = conditioner.for_training(config, config.data.dir)
+  space = latents.from_config(config)
+  cached = dataset_files.read_metadata(config.data.dir).get("latents")
   # Every bucket's batch splits evenly over the batch devices, the processes and, on each device,
   # into the gradient-accumulation microbatches.
   accum = config.train.get("grad_accum_steps", 1)
@@ -206,7 +214,8 @@ def train_and_evaluate(config, workdir: str):
                  b.frames, b.height, b.width, b.batch_size, 100 * b.weight)
   data_iter = pipeline.make_train_iterator(
       buckets, tokenizer=tokenizer, seed=config.seed, worker_count=config.data.worker_count,
-      prefetch_buffer_size=config.data.prefetch)
+      prefetch_buffer_size=config.data.prefetch, latent_stats=cached,
+      text_length=config.text.max_length if config.text.get("encoder", "trainable") == "t5" else 0)
 
   # ---- State: create or resume -------------------------------------------------------------------
   tx = train_state.make_optimizer(config.optim, tr.num_steps)
@@ -230,7 +239,9 @@ def train_and_evaluate(config, workdir: str):
   # ---- Compiled step -----------------------------------------------------------------------------
   graphdef, _ = train_state.abstract_model(config)
   jit_step = build_train_step(config, mesh, tx, tokenizer)
-  sampler = VideoSampler(graphdef, state["ema"], tokenizer, mesh=mesh)
+  # A frozen text encoder is loaded for samples only when they are asked for.
+  sampler = (VideoSampler(graphdef, state["ema"], conditioner.for_sampling(config, mesh), mesh=mesh, space=space)
+             if tr.sample_every else None)
 
   # ---- Loop --------------------------------------------------------------------------------------
   preemption = PreemptionFlag()

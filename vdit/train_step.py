@@ -10,9 +10,12 @@ from vdit.diffusion import conditioning as cond_lib
 from vdit.diffusion import flow
 
 
-def video_to_model_space(video_uint8):
-  """uint8 [0, 255] -> float32 [-1, 1] (pixel space; a VAE would encode here)."""
-  return video_uint8.astype(jnp.float32) / 127.5 - 1.0
+def video_to_model_space(video):
+  """uint8 pixels [0, 255] -> float32 [-1, 1]; float batches are already in model space (normalised
+  latents from a cache, vdit.data.pipeline), so the step never runs a VAE."""
+  if video.dtype == jnp.uint8:
+    return video.astype(jnp.float32) / 127.5 - 1.0
+  return video.astype(jnp.float32)
 
 
 def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: float, timestep_sampling: str,
@@ -75,7 +78,9 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
     b = x0.shape[0]
     drop_key, time_key, noise_key, frame_key = jax.random.split(key, 4)
     drop = jax.random.bernoulli(drop_key, caption_dropout, (b,))
-    tokens = jnp.where(drop[:, None], empty_tokens[None], batch["tokens"])
+    # tokens: ids [B, L], or cached text embeddings [B, L, D] for a frozen encoder.
+    drop_text = drop.reshape((b,) + (1,) * (batch["tokens"].ndim - 1))
+    tokens = jnp.where(drop_text, empty_tokens[None], batch["tokens"])
     mask = jnp.where(drop[:, None], empty_mask[None], batch["text_mask"])
     num_tokens = math.prod(n // p for n, p in zip(x0.shape[1:4], patch_size))
     t = flow.sample_training_times(time_key, b, method=timestep_sampling,

@@ -21,7 +21,7 @@ import grain.checkpoint
 import jax
 import numpy as np
 
-from vdit.data import records
+from vdit.data import latent_records, records
 from vdit.data.bucket_plan import Bucket, Schedule
 from vdit.data.errors import DataError
 
@@ -53,8 +53,46 @@ class _ClipToExample(grain.transforms.RandomMap):
     return {"video": frames, "tokens": tokens[0], "text_mask": mask[0]}
 
 
+class _LatentToExample(grain.transforms.RandomMap):
+  """Cached-latent record bytes -> {"video": normalised latent sample, "tokens", "text_mask"}.
+
+  Each epoch draws a fresh sample from the cached posterior N(mean, std^2) (the VAE's noise acts
+  as augmentation, as when encoding in the step). Causal latents must start at a clip's first
+  frame, so a temporal crop keeps the first `frames` latent frames. With cached text, "tokens" is
+  the caption's embedding [L, D] padded with zeros to the model's text length.
+  """
+
+  def __init__(self, bucket: Bucket, tokenizer, caption_key: str, latent_stats: dict, text_length: int):
+    self._bucket, self._tokenizer, self._caption_key = bucket, tokenizer, caption_key
+    self._mean = np.asarray(latent_stats["latents_mean"], np.float32)
+    self._std = np.asarray(latent_stats["latents_std"], np.float32)
+    self._text_length = text_length
+
+  def random_map(self, element: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    clip, b = latent_records.decode(element), self._bucket
+    mean, std = clip["latent_mean"], clip["latent_std"]
+    if mean.shape[:3] != (b.stored_frames, b.height, b.width):
+      raise DataError(f"A cached clip in bucket {b.name} is {'x'.join(map(str, mean.shape[:3]))}; the cache is "
+                      "inconsistent, re-run data_prep.cache_latents.")
+    z = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+    video = ((z - self._mean) / self._std)[:b.frames]
+    if video.shape[0] < b.frames:
+      video = np.concatenate([video, np.repeat(video[-1:], b.frames - video.shape[0], 0)])
+    if not self._text_length:
+      tokens, mask = self._tokenizer.encode_batch([clip[self._caption_key]], truncate=True)
+      return {"video": video, "tokens": tokens[0], "text_mask": mask[0]}
+    if "text_embedding" not in clip:
+      raise DataError("A cached clip has no text embedding but config.text.encoder='t5' needs them; cache "
+                      "them with data_prep.cache_latents --t5=DIR --tokenizer=FILE.")
+    text = clip["text_embedding"][:self._text_length]
+    embedding = np.zeros((self._text_length, text.shape[1]), np.float32)
+    embedding[:len(text)] = text
+    return {"video": video, "tokens": embedding, "text_mask": np.arange(self._text_length) < len(text)}
+
+
 def _bucket_batches(bucket: Bucket, index: int, *, tokenizer, seed: int, caption_key: str,
-                    process_index: int, process_count: int) -> grain.MapDataset:
+                    process_index: int, process_count: int, latent_stats=None,
+                    text_length: int = 0) -> grain.MapDataset:
   """This process's batches of one bucket, as an infinite MapDataset."""
   source = grain.sources.ArrayRecordDataSource(list(bucket.shard_paths))
   if len(source) != bucket.num_clips:
@@ -67,7 +105,8 @@ def _bucket_batches(bucket: Bucket, index: int, *, tokenizer, seed: int, caption
       .shuffle(seed=int(shuffle_seed))
       .repeat()  # Forever; reseeds the shuffle each epoch.
       # Before the process slice, so an element's crop depends on its global index only.
-      .random_map(_ClipToExample(bucket, tokenizer, caption_key), seed=int(crop_seed))
+      .random_map(_ClipToExample(bucket, tokenizer, caption_key) if latent_stats is None else
+                  _LatentToExample(bucket, tokenizer, caption_key, latent_stats, text_length), seed=int(crop_seed))
   )
   return _ProcessRows(ds, local_batch, process_index, process_count).batch(local_batch,
                                                                             drop_remainder=True)
@@ -94,7 +133,8 @@ class _ScheduledBatches(grain.MapDataset):
 
 
 def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_key: str = "caption",
-                        worker_count: int = 0, prefetch_buffer_size: int = 2):
+                        worker_count: int = 0, prefetch_buffer_size: int = 2, latent_stats=None,
+                        text_length: int = 0):
   """Builds this process's infinite, checkpointable iterator of training batches.
 
   Args:
@@ -104,6 +144,9 @@ def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_
     caption_key: record field used as the caption.
     worker_count: prefetch processes; 0 reads with threads in this process only.
     prefetch_buffer_size: batches prepared ahead (per worker when worker_count > 0).
+    latent_stats: for a latent cache (data_prep.cache_latents): its {"latents_mean", "latents_std"};
+      "video" is then a float32 normalised latent sample [b, t, h, w, z].
+    text_length: > 0 reads cached text embeddings, padded to this length, as "tokens" [b, L, D].
 
   Returns:
     A grain DatasetIterator yielding {"video": uint8 [b, T, H, W, 3], "tokens": int32 [b, L],
@@ -119,7 +162,8 @@ def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_
   schedule_seed, bucket_seed = np.random.SeedSequence(seed).generate_state(2)
   per_bucket = [_bucket_batches(b, i, tokenizer=tokenizer, seed=int(bucket_seed),
                                 caption_key=caption_key, process_index=process_index,
-                                process_count=process_count) for i, b in enumerate(buckets)]
+                                process_count=process_count, latent_stats=latent_stats,
+                                text_length=text_length) for i, b in enumerate(buckets)]
   schedule = Schedule([b.weight for b in buckets], int(schedule_seed))
   return _BatchIterator(_ScheduledBatches(per_bucket, schedule), worker_count=worker_count,
                         prefetch_buffer_size=prefetch_buffer_size)

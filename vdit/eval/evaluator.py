@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-from vdit import sharding, train_state
+from vdit import latents, sharding, train_state
 from vdit.config_io import ConfigError
 from vdit.data import dataset_files
 from vdit.eval import eval_config as eval_config_lib
 from vdit.eval import scores, val_loss
 from vdit.sampling import VideoSampler, to_uint8
-from vdit.text.tokenizer import Tokenizer
+from vdit.text import conditioner
 
 
 class EvalError(ConfigError):
@@ -48,7 +48,8 @@ class Evaluator:
     self.config, self.c = model_config, eval_config
     self.workdir, self.out_dir, self.mesh = os.path.abspath(workdir), out_dir, mesh
     c, s = eval_config, model_config.sample
-    self.tokenizer = Tokenizer(model_config.text.max_length)
+    self.tokenizer = conditioner.for_sampling(model_config, mesh)
+    self.space = latents.from_config(model_config)
     self.shape = (s.num_frames, s.height, s.width)
 
     reference = []
@@ -83,18 +84,27 @@ class Evaluator:
     self.timing = {"reference_features_s": round(time.time() - t0, 2)}
 
     graphdef, _ = train_state.abstract_model(model_config)
-    self.sampler = VideoSampler(graphdef, None, self.tokenizer, mesh=mesh)
+    self.sampler = VideoSampler(graphdef, None, self.tokenizer, mesh=mesh, space=self.space)
     self.loss_fn = val_loss.make_loss_fn(graphdef) if c.metrics.val_loss else None
     val_clips = self.reference[:c.val.num_clips] if c.metrics.val_loss else []
-    self.val_videos = [clip["frames"] for clip in val_clips]
+    self.val_videos = [self._to_model_space(clip["frames"]) for clip in val_clips]
     self.val_tokens = self.tokenizer.encode_batch([clip["caption"] for clip in val_clips], truncate=True)
+
+  def _to_model_space(self, frames):
+    """A validation clip as the model sees it: uint8 pixels, or (latent model) its normalised VAE
+    latents over the longest 1 + 4k frames of the clip."""
+    if not self.space.is_latent:
+      return frames
+    tf = self.space.temporal_factor
+    frames = frames[:1 + (frames.shape[0] - 1) // tf * tf]
+    return np.asarray(self.space.encode(frames[None].astype(np.float32) / 127.5 - 1.0))[0]
 
   def sample(self, params) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] for the prompt set, in batches of eval sample.batch_size."""
     s, e = self.config.sample, self.c.sample
     self.sampler.params = params
     opts = dict(num_frames=self.shape[0], height=self.shape[1], width=self.shape[2],
-                channels=self.config.model.in_channels, patch_size=tuple(self.config.model.patch_size),
+                channels=3 if self.space.is_latent else self.config.model.in_channels, patch_size=tuple(self.config.model.patch_size),
                 steps=e.steps or s.steps, cfg=s.cfg if e.cfg < 0 else e.cfg, sampler=e.sampler or s.sampler,
                 shift=s.shift, negative_prompt=s.negative_prompt,
                 guidance_interval=tuple(s.get("guidance_interval", (0.0, 1.0))))

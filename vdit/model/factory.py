@@ -39,6 +39,10 @@ class Generator(nnx.Module):
     self.min_time = min_time
 
   def encode_text(self, tokens, mask):
+    """Token ids [B, L] through the trainable encoder; with a frozen external encoder (text_encoder
+    None) `tokens` already holds its embeddings [B, L, D]."""
+    if self.text_encoder is None:
+      return tokens.astype(jnp.float32) * mask[..., None].astype(jnp.float32)
     return self.text_encoder(tokens, mask)
 
   def velocity(self, x, t, context, context_mask, frame_mask=None):
@@ -54,9 +58,11 @@ class Generator(nnx.Module):
 def build_model(config, rngs: nnx.Rngs) -> Generator:
   m, t = config.model, config.text
   dtype, param_dtype = dtype_from_name(m.dtype), dtype_from_name(m.param_dtype)
-  vocab_size = t.vocab_size or Tokenizer(t.max_length).vocab_size  # 0: the shipped tokenizer
-  text_encoder = TextEncoder(vocab_size=vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
-                             mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+  text_encoder = None  # text.encoder="t5": frozen, outside the model (vdit/text/conditioner.py)
+  if t.get("encoder", "trainable") == "trainable":
+    vocab_size = t.vocab_size or Tokenizer(t.max_length).vocab_size  # 0: the shipped tokenizer
+    text_encoder = TextEncoder(vocab_size=vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
+                               mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   # .get: workdir configs written before a key existed rebuild with its old behaviour.
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
