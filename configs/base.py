@@ -145,7 +145,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict({"every_steps": 0, "config": "", "overrides": ""})
 
   c.sample = ml_collections.ConfigDict()
-  c.sample.sampler = "euler"  # euler | heun | dpmpp_2m (DPM-Solver++ 2M: second order, one call per step)
+  c.sample.sampler = "euler"  # euler | heun | dpmpp_2m | unipc (second order at one call per step; unipc adds a corrector)
   c.sample.steps = 30
   c.sample.cfg = 5.0
   c.sample.shift = 0.0  # 0: from the token count

@@ -35,12 +35,12 @@ def _error(name, steps, shift=1.0):
   return float(np.sqrt(np.mean((x - exact) ** 2)))
 
 
-@pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2)])
+@pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("unipc", 2)])
 def test_error_shrinks_at_the_solver_order(name, order):
   errors = [_error(name, steps) for steps in (8, 16, 32)]
   assert errors[0] > errors[1] > errors[2]
   # Halving the step size divides the error by about 2^order (measured: Euler 1.96, Heun 4.1,
-  # DPM-Solver++(2M) 3.3, whose first and last steps are first order).
+  # DPM-Solver++(2M) 3.3 and UniPC 5.5, whose first and last steps are first order).
   assert errors[1] / errors[2] > (1.7 if order == 1 else 2.7), errors
 
 
@@ -60,16 +60,24 @@ def test_sample_mean_and_covariance_converge_to_the_data(name):
   assert np.abs(off_diagonal).max() < 4 / np.sqrt(n)
 
 
-def test_multistep_beats_euler_at_equal_model_calls():
-  # dpmpp_2m uses one velocity evaluation per step, like Euler (measured ratio 0.19 at 16 steps).
-  assert samplers.velocity_evaluations("dpmpp_2m", 16) == samplers.velocity_evaluations("euler", 16)
-  assert _error("dpmpp_2m", 16) < 0.3 * _error("euler", 16)
+@pytest.mark.parametrize("name,bound", [("dpmpp_2m", 0.3), ("unipc", 0.15)])
+def test_multistep_beats_euler_at_equal_model_calls(name, bound):
+  # One velocity evaluation per step, like Euler (measured error ratios at 16 steps: DPM-Solver++
+  # 0.19, UniPC 0.071).
+  assert samplers.velocity_evaluations(name, 16) == samplers.velocity_evaluations("euler", 16)
+  assert _error(name, 16) < bound * _error("euler", 16)
 
 
-def test_first_multistep_step_equals_euler():
+def test_unipc_corrector_improves_on_its_predictor():
+  # UniPC's predictor is DPM-Solver++(2M); its corrector, at no extra model call, is what makes it
+  # more accurate (measured error ratio 0.37 at 16 steps).
+  assert _error("unipc", 16) < 0.6 * _error("dpmpp_2m", 16)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "unipc"])
+def test_first_multistep_step_equals_euler(name):
   x = jax.random.normal(jax.random.key(1), (8, 4))
-  carry = samplers.initial_carry("dpmpp_2m", x)
-  update = samplers.step_fn("dpmpp_2m")
-  x_dpm, _ = update(exact_velocity, x, jnp.float32(1.0), jnp.float32(0.7), carry)
+  carry = samplers.initial_carry(name, x)
+  x_multi, _ = samplers.step_fn(name)(exact_velocity, x, jnp.float32(1.0), jnp.float32(0.7), carry)
   x_euler, _ = samplers.step_fn("euler")(exact_velocity, x, jnp.float32(1.0), jnp.float32(0.7), {})
-  np.testing.assert_allclose(x_dpm, x_euler, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(x_multi, x_euler, rtol=1e-6, atol=1e-6)
