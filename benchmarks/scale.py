@@ -80,6 +80,10 @@ def shape_config(family: str, preset: str):
   attention. Touches no JAX backend, so the peer can run before JAX claims the GPU."""
   config = wan_1p3b.get_config()
   m, t = config.model, config.text
+  # The step as measured before Wan's frozen umT5 was wired in: a 2-layer text encoder of width
+  # 4096 trained with the DiT (cached umT5 embeddings would take it out of the step entirely).
+  t.encoder, t.depth, t.num_heads, t.mlp_ratio = "trainable", 2, 32, 2.0
+  m.variant = "vdit"
   shape = FAMILIES.get(family) or COMPILE_PROBE
   m.dim, m.depth, m.num_heads, m.mlp_ratio = shape["dim"], shape["depth"], shape["num_heads"], shape["mlp_ratio"]
   if preset == "cpu":

@@ -1,25 +1,34 @@
-"""Wan-2.1-1.3B-shaped video DiT (dim 1536, 30 blocks, 12 heads, FFN 8960, 1x2x2 patches over a
-16-channel latent; text width 4096 as umT5-XXL gives) for a GPU/TPU pod.
+"""Wan 2.1 T2V-1.3B exactly (model.variant="wan": dim 1536, 30 blocks, 12 heads, FFN 8960, 1x2x2
+patches over the 16-channel Wan VAE latent; frozen umT5-XXL text of width 4096, 512 tokens) for a
+GPU/TPU pod: training from cached latents and text embeddings, or sampling the converted release.
 
-Until pretrained encoders land (VAE, umT5), the built-in text encoder runs at width 4096 and the
-model trains on pixels/latents given by `config.data.dir`.
+Sample the released weights (README "Pretrained Wan 2.1"):
+  python -m vdit.convert --from=wan2.1 --input=Wan2.1-T2V-1.3B-Diffusers --workdir=runs/wan_1p3b
+  python -m vdit.sample --workdir=runs/wan_1p3b --prompt="..." --out=runs/wan_1p3b/samples
 
-Launch (every host runs the same command; see launch/ and README "Multi-host"):
-  python -m vdit.main --config=configs/wan_1p3b.py --workdir=gs://BUCKET/runs/wan_1p3b \
-      --config.data.dir=/data/latents --config.mesh.fsdp=-1 --config.mesh.data=1
+Train (every host runs the same command; see launch/ and README "Multi-host"), after caching:
+  python -m vdit.vae.convert_wan_vae --input=PIPE/vae/diffusion_pytorch_model.safetensors \
+      --config=PIPE/vae/config.json --output=wan_vae.safetensors
+  python -m data_prep.cache_latents --data=/data/clips --vae=wan_vae.safetensors --output=/data/latents \
+      --t5=PIPE/text_encoder --tokenizer=PIPE/tokenizer/spiece.model --text_length=512
+  python -m vdit.main --config=configs/wan_1p3b.py:vae=wan_vae.safetensors,t5=PIPE/text_encoder,\
+tokenizer=PIPE/tokenizer/spiece.model --workdir=gs://BUCKET/runs/wan_1p3b --config.data.dir=/data/latents
 
-Arguments (`configs/wan_1p3b.py:frames=21`): latent frames per clip.
+Arguments: frames (latent frames per training clip, 21 = 81 pixel frames), vae (VAE weights file),
+t5 / tokenizer (the text encoder folder and spiece.model, used to sample during training and after).
 """
 from configs import base
 
 
 def get_config(arg: str | None = None):
-  args = base.parse_args(arg, frames=21)
+  args = base.parse_args(arg, frames=21, vae="", t5="", tokenizer="")
   config = base.default_config()
   config.mesh.data = 1
   config.mesh.fsdp = -1
   config.data.num_frames = int(args["frames"])
+  config.latent.vae = args["vae"]
 
+  config.model.variant = "wan"
   config.model.in_channels = 16
   config.model.patch_size = (1, 2, 2)
   config.model.dim = 1536
@@ -29,14 +38,18 @@ def get_config(arg: str | None = None):
   config.model.remat = "full"
   config.model.dtype = "bfloat16"
 
+  config.text.encoder = "t5"
+  config.text.t5_path = args["t5"]
+  config.text.tokenizer_path = args["tokenizer"]
   config.text.max_length = 512
   config.text.dim = 4096
-  config.text.depth = 2
-  config.text.num_heads = 32
-  config.text.mlp_ratio = 2.0
+  config.text.caption_dropout = 0.1
 
   config.diffusion.shift = 5.0  # Wan's sampling/training shift at 480p
   config.sample.shift = 5.0
+  config.sample.sampler = "unipc"
+  config.sample.steps = 50
+  config.sample.cfg = 5.0
   config.train.num_steps = 200_000
   config.train.global_batch_size = 128
   config.train.checkpoint_every = 1000

@@ -11,48 +11,9 @@ import numpy as np
 import pytest
 
 from tests import helpers, tiny
-from vdit import latents, weights
+from tests.tiny_weights import t5_files, vae_file
+from vdit import latents
 from vdit.data import dataset_files, latent_records
-from vdit.vae import wan_vae
-
-_VAE = dict(base_dim=8, z_dim=4, dim_mult=(1, 1, 1, 1), num_res_blocks=1, attn_scales=(),
-            temperal_downsample=(False, True, True), latents_mean=(0.1, -0.2, 0.3, 0.0),
-            latents_std=(1.5, 0.5, 2.0, 1.0))
-
-
-def _vae_file(path, seed):
-  config = wan_vae.WanVAEConfig(**_VAE)
-  rng = np.random.default_rng(seed)
-  tensors = {}
-  for name, shape in wan_vae.tensor_shapes(config).items():
-    scale = 1 / np.sqrt(np.prod(shape[:-1])) if name.endswith("kernel") else 0.1
-    tensors[name] = (float(name.endswith("scale")) + scale * rng.standard_normal(shape)).astype(np.float32)
-  weights.save(str(path), tensors, {"format": wan_vae.FORMAT, "config": config.to_json()})
-  return str(path)
-
-
-def _t5_files(folder):
-  """A tiny umT5 encoder in HF layout + a sentencepiece model (T5 ids: pad 0, eos 1, unk 2)."""
-  import sentencepiece as spm
-  from flax import nnx
-  from vdit.text import t5, t5_weights
-  cfg = t5.T5Config(vocab_size=64, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_layers=1,
-                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
-                    feed_forward_proj="gated-gelu", model_type="umt5")
-  os.makedirs(folder)
-  model = t5.T5Encoder(cfg, rngs=nnx.Rngs(0))
-  weights.save(os.path.join(folder, "model.safetensors"), t5_weights.to_hf_tensors(model))
-  with open(os.path.join(folder, "config.json"), "w") as f:
-    json.dump({**{k: getattr(cfg, k) for k in ("vocab_size", "d_model", "d_kv", "num_heads", "d_ff", "num_layers",
-                                             "relative_attention_num_buckets", "relative_attention_max_distance",
-                                             "feed_forward_proj", "layer_norm_epsilon", "model_type")},
-               "dropout_rate": 0.0, "is_encoder_decoder": True}, f)
-  corpus = [f"a {c} {s} moving {d}" for c in ("red", "green", "blue") for s in ("circle", "square")
-            for d in ("left", "right", "up", "down")] * 4
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=os.path.join(folder, "spiece"),
-                                 vocab_size=28, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                 minloglevel=2)
-  return folder, os.path.join(folder, "spiece.model")
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +21,8 @@ def cached(tmp_path_factory):
   from data_prep import cache_latents
   root = tmp_path_factory.mktemp("latent")
   data = helpers.make_toy_data(root / "data", num_clips=24, num_frames=5, size=16)
-  vae = _vae_file(root / "vae.safetensors", seed=0)
-  t5_dir, spm_file = _t5_files(str(root / "t5"))
+  vae = vae_file(root / "vae.safetensors", seed=0)
+  t5_dir, spm_file = t5_files(str(root / "t5"))
   cache_dir = str(root / "cache")
   cache_latents.cache(data, vae, cache_dir, batch_size=8, t5_path=t5_dir, tokenizer_path=spm_file, text_length=32)
   return dict(root=root, data=data, vae=vae, cache=cache_dir, t5=t5_dir, spm=spm_file)
@@ -131,7 +92,7 @@ def test_train_on_cached_t5_embeddings(cached, tmp_path):
 
 def test_latents_cached_with_another_vae_are_refused(cached, tmp_path):
   from vdit import train
-  other = _vae_file(tmp_path / "other.safetensors", seed=1)
+  other = vae_file(tmp_path / "other.safetensors", seed=1)
   with pytest.raises(latents.LatentSpaceError, match=r"different VAE .*other.safetensors"):
     train.resolve_config(_config(cached, **{"latent.vae": other}))
   with pytest.raises(latents.LatentSpaceError, match="holds pixel clips; cache latents first"):

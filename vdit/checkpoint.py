@@ -75,6 +75,14 @@ class Checkpointer:
       items["data_state"] = ocp.args.JsonSave(data_state)
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
+  def save_weights(self, step: int, params, *, meta: dict) -> None:
+    """A weights-only checkpoint (released weights converted for vdit.sample): `params` saved as both
+    params and ema, no optimizer state, nothing to resume training from."""
+    items = {"params": ocp.args.StandardSave(params), "ema": ocp.args.StandardSave(params),
+             "meta": ocp.args.JsonSave(dict(meta, step=int(step), weights_only=True))}
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self._manager.wait_until_finished()
+
   def read_meta(self, step: int) -> dict:
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
@@ -88,8 +96,11 @@ class Checkpointer:
       A checkpoint from an earlier version keeps the iterator in Grain's per-process `data` item;
       `legacy_data_args` restores it in place (same process count only).
     """
-    items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in STATE_ITEMS}
     step_dir = os.path.join(self.directory, str(step))
+    if not os.path.isdir(os.path.join(step_dir, "opt_state")):
+      raise CheckpointError(f"Checkpoint {step_dir} holds weights only (converted from a release): sample from it "
+                            "with vdit.sample; training cannot resume from it.")
+    items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in STATE_ITEMS}
     if os.path.isdir(os.path.join(step_dir, "data_state")):
       items["data_state"] = ocp.args.JsonRestore()
     elif legacy_data_args is not None and os.path.isdir(os.path.join(step_dir, "data")):

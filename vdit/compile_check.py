@@ -153,8 +153,10 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from vdit import config_io, flops, sharding, train_state
+  import numpy as np
+  from vdit import config_io, flops, latents, sharding, train_state
   from vdit.data import bucket_plan
+  from vdit.text import conditioner
   from vdit.text.tokenizer import Tokenizer
 
   config = config.copy_and_resolve_references()
@@ -162,8 +164,10 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   accum = config.train.get("grad_accum_steps", 1)
   if accum < 1:
     raise config_io.ConfigError(f"config.train.grad_accum_steps={accum} must be >= 1.")
-  with config.unlocked():
-    config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
+  frozen_text = config.text.get("encoder", "trainable") != "trainable"
+  if not frozen_text:
+    with config.unlocked():
+      config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
   # As vdit.train plans batches: each splits over the batch devices, the hosts and, on each
   # device, into the gradient-accumulation microbatches.
   mesh = sharding.make_mesh(dict(config.mesh), devices, dcn_mesh_shape=dict(config.get("dcn_mesh", {})))
@@ -186,13 +190,18 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   tx = train_state.make_optimizer(config.optim, config.train.num_steps)
   state = train_state.abstract_state(config, mesh, tx)
   length = config.text.max_length
+  # A frozen text encoder's embeddings come from the latent cache ([B, L, D] float), as do latents.
+  video_dtype = "float32" if latents.vae_path(config) else "uint8"
+  text = ((plan.batch_size, length, config.text.dim), "float32") if frozen_text else ((plan.batch_size, length), "int32")
   batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape)))
-           for name, shape, dtype in (("video", video_shape, "uint8"), ("tokens", (plan.batch_size, length), "int32"),
+           for name, shape, dtype in (("video", video_shape, video_dtype), ("tokens", *text),
                                       ("text_mask", (plan.batch_size, length), "bool"))}
   key_dtype = jax.eval_shape(lambda: jax.random.key(0)).dtype
   key = jax.ShapeDtypeStruct((), key_dtype, sharding=NamedSharding(mesh, P()))
   from vdit.train import build_train_step  # after the checks above: it loads the trainer's heavy imports
-  step = build_train_step(config, mesh, tx, Tokenizer(length))
+  empty = (conditioner.CachedEmptyCaption(np.zeros((1, config.text.dim)), length) if frozen_text
+           else Tokenizer(length))
+  step = build_train_step(config, mesh, tx, empty)
   start = time.perf_counter()
   with jax.set_mesh(mesh):
     compiled = step.lower(state, batch, key).compile()

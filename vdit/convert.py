@@ -3,6 +3,8 @@ layout (`WanTransformer3DModel`, text-to-video: no image embedder) -> vdit's DiT
 
 Launch (the files of e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers/transformer):
   python -m vdit.convert --from=wan2.1 --input=DIR_OR_FILE [--config=config.json] --output=dit.safetensors
+or, for the whole pipeline folder -> a workdir vdit.sample uses (vdit/wan_workdir.py):
+  python -m vdit.convert --from=wan2.1 --input=Wan2.1-T2V-1.3B-Diffusers --workdir=runs/wan_1p3b
 
 --input is one .safetensors file or a directory of them (sharded checkpoints); --config defaults to
 the directory's config.json. The output holds the DiT's parameters under vdit names (float32, the
@@ -243,6 +245,16 @@ def load_dit(path: str) -> DiT:
 def main(argv):
   del argv
   f = flags.FLAGS
+  if bool(f.output) == bool(f.workdir):
+    raise app.UsageError("Give exactly one of --output (a DiT weights file) or --workdir (a whole pipeline -> "
+                         "a workdir for vdit.sample).")
+  if f.workdir:
+    from vdit import wan_workdir
+    from vdit.errors import exit_on_user_error
+    exit_on_user_error(lambda: wan_workdir.build(f.input, f.workdir), ValueError)
+    print(wan_workdir.describe(f.workdir))
+    print(f"Sample: python -m vdit.sample --workdir={f.workdir} --prompt=\"...\" --out={f.workdir}/samples")
+    return
   overrides = convert(f["from"].value, f.input, f.config, f.output)
   print(f"Wrote {f.output}. Build the matching model with these config values:")
   for key, value in overrides.items():
@@ -257,5 +269,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("input", None, "diffusers transformer weights: a .safetensors file or a directory of them.",
                       required=True)
   flags.DEFINE_string("config", None, "its diffusers config.json (default: INPUT/config.json).")
-  flags.DEFINE_string("output", None, "output .safetensors (vdit DiT names).", required=True)
+  flags.DEFINE_string("output", None, "output .safetensors (vdit DiT names).")
+  flags.DEFINE_string("workdir", None, "instead of --output: --input is a diffusers pipeline folder (transformer/, "
+                      "vae/, text_encoder/, tokenizer/); write a vdit workdir that vdit.sample uses.")
   app.run(main)

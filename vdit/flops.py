@@ -60,7 +60,10 @@ def dit_forward_flops(model_config, text_dim: int, video_shape, text_length: int
 
 
 def text_encoder_flops(text_config, batch_size: int, text_length: int) -> float:
-  """Matmul FLOPs of the text encoder on [batch_size, text_length] tokens (the embedding is a lookup)."""
+  """Matmul FLOPs of the text encoder on [batch_size, text_length] tokens (the embedding is a lookup).
+  A frozen encoder (text.encoder="t5") runs outside the step, on cached embeddings: 0."""
+  if text_config.get("encoder", "trainable") != "trainable":
+    return 0.0
   e, length = text_config.dim, text_length
   g = int(e * text_config.mlp_ratio)
   layer = 2.0 * length * e * 4 * e + _attention(length, length, e) + 2.0 * length * e * g * 2

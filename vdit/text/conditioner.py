@@ -45,15 +45,19 @@ class T5Text:
 
 
 class CachedEmptyCaption:
-  """The empty caption's embedding stored in a latent cache (caption dropout during training)."""
+  """The empty caption's embedding [n, D] (caption dropout during training), padded to max_length."""
 
-  def __init__(self, data_dir: str, max_length: int):
+  def __init__(self, embedding, max_length: int):
+    self._embedding = np.asarray(embedding, np.float32)[:max_length]
+    self._max_length = max_length
+
+  @classmethod
+  def from_cache(cls, data_dir: str, max_length: int) -> "CachedEmptyCaption":
     path = os.path.join(data_dir, EMPTY_CAPTION_FILE)
     tensors, _ = weights.load(path)
     if "embedding" not in tensors:
       raise weights.WeightsError(f"{path} has no 'embedding' tensor; re-run data_prep.cache_latents --t5=...")
-    self._embedding = np.asarray(tensors["embedding"], np.float32)[:max_length]
-    self._max_length = max_length
+    return cls(tensors["embedding"], max_length)
 
   def encode_batch(self, prompts, truncate: bool = False):
     del truncate
@@ -75,5 +79,5 @@ def for_sampling(config, mesh=None):
 def for_training(config, data_dir: str):
   """The trainer's conditioner: the tokenizer, or the cache's empty caption for a frozen encoder."""
   if config.text.get("encoder", "trainable") == "t5":
-    return CachedEmptyCaption(data_dir, config.text.max_length)
+    return CachedEmptyCaption.from_cache(data_dir, config.text.max_length)
   return Tokenizer(config.text.max_length)

@@ -70,6 +70,22 @@ def vdit_value(name: str, value: np.ndarray) -> np.ndarray:
   return value
 
 
+def to_diffusers(tensors: dict) -> dict:
+  """vdit WanVAE tensors -> diffusers names and layout (the inverse of vdit_name/vdit_value, with norm
+  gammas kept flat [C], which the converter accepts): writes diffusers-layout files for tests."""
+  inverse = {new: old for old, new in _LEAVES.items()}
+  out = {}
+  for name, value in tensors.items():
+    stem, _, leaf = name.rpartition(".")
+    for old, new in _RENAMES:
+      stem = f"{stem}.".replace(new, old)[:-1]
+    value = np.asarray(value, np.float32)
+    if leaf == "kernel" and value.ndim in (4, 5):
+      value = np.ascontiguousarray(value.transpose(value.ndim - 1, value.ndim - 2, *range(value.ndim - 2)))
+    out[f"{stem}.{inverse.get(leaf, leaf)}"] = value
+  return out
+
+
 def convert_state_dict(tensors: dict, config: wan_vae.WanVAEConfig, source: str = "checkpoint") -> dict:
   """Maps a diffusers AutoencoderKLWan state dict ({name: array}) to vdit WanVAE tensors (float32).
 
