@@ -9,12 +9,16 @@ decoded one latent frame at a time, carrying a cache of each layer's last input 
 The cache is functional: every layer's `__call__(x, cache)` returns `(y, new_cache)`; `cache=None`
 means "start of the clip" (zero history; the resampling layers treat the first frame specially, as
 diffusers does). After the first call the cache is a fixed-shape pytree, so each chunk shape
-compiles once. `encode`/`decode` loop over chunks with a jitted step; the chunk size only changes
-memory and speed, not the result (tests/test_wan_vae.py).
+compiles once. `encode`/`decode` loop over chunks with a jitted step (vdit.vae.tiling); the chunk
+size only changes memory and speed, not the result (tests/test_wan_vae.py). With `tile=(h, w)` they
+also cut the frame into overlapping spatial tiles, each run through the whole chunk loop with its own
+cache and blended linearly over the overlap, as diffusers' tiled_encode/tiled_decode: memory is then
+bounded by tile x chunk. Tiling changes the result (the mid block's attention and the convolutions'
+padding see one tile, not the frame), except with a tile as large as the frame.
 
 Parameter names follow diffusers' (`encoder.down_blocks.0.conv1.kernel` is
 `encoder.down_blocks.0.conv1.weight`); `vdit.vae.convert_wan_vae` maps a diffusers file to them.
-Not built: spatial tiling, Wan 2.2's residual up/down blocks (`is_residual`) and `patch_size`.
+Not built: Wan 2.2's residual up/down blocks (`is_residual`) and `patch_size`.
 """
 import dataclasses
 import functools
@@ -26,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdit import weights
+from vdit.vae import tiling
 
 FORMAT = "vdit.wan_vae.v1"
 CACHE_T = 2  # frames of history a causal 3x3x3 convolution needs
@@ -346,27 +351,14 @@ class WanVAE(nnx.Module):
     return x, cache
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _encode_step(graphdef, state, video, cache):
-  return nnx.merge(graphdef, state).encode_chunk(video, cache)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode_step(graphdef, state, latents, cache):
-  return nnx.merge(graphdef, state).decode_chunk(latents, cache)
-
-
-def _chunks(num: int, first: int, size: int | None):
-  """[0, first), then chunks of `size` (None: everything after the first chunk at once)."""
-  bounds = [0, first] + (list(range(first + size, num, size)) if size else []) + [num]
-  return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
-def encode(vae: WanVAE, video, *, chunk_frames: int | None = 4):
+def encode(vae: WanVAE, video, *, chunk_frames: int | None = 4, tile=None, tile_overlap=None):
   """video [B, T, H, W, C] in [-1, 1], T = 1 + 4k -> (mean, logvar), each [B, 1 + k, H/8, W/8, z_dim].
 
   The first frame is encoded alone, then `chunk_frames` frames at a time (a multiple of the temporal
   factor; None: all at once), carrying the causal cache: memory is bounded by the chunk, not the clip.
+  `tile=(height, width)` in pixels (multiples of 8; diffusers uses 256) also cuts the frame into
+  tiles overlapping by `tile_overlap` pixels (default: a quarter of the tile), blended in latent
+  space: memory is bounded by tile x chunk. Tiled results differ from untiled (vdit.vae.tiling).
   """
   cfg, (t, h, w, c) = vae.config, video.shape[1:] if video.ndim == 5 else (0, 0, 0, 0)
   tf, sf = cfg.temporal_factor, cfg.spatial_factor
@@ -375,29 +367,28 @@ def encode(vae: WanVAE, video, *, chunk_frames: int | None = 4):
                      f"multiples of {sf}.")
   if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % tf):
     raise ValueError(f"chunk_frames={chunk_frames} must be a positive multiple of {tf} (or None).")
+  tiles = tiling.check_tile(tile, tile_overlap, sf)
   graphdef, state = nnx.split(vae)
-  cache, outs = None, []
-  for a, e in _chunks(t, 1, chunk_frames):
-    out, cache = _encode_step(graphdef, state, video[:, a:e], cache)
-    outs.append(out)
-  moments = jnp.concatenate(outs, axis=1)
+  run = functools.partial(tiling.encode_frames, graphdef, state, chunk_frames=chunk_frames)
+  moments = run(video) if tiles is None else tiling.tiled(run, video, *tiles, in_scale=sf, out_scale=1)
   mean, logvar = jnp.split(moments.astype(jnp.float32), 2, axis=-1)
   return mean, jnp.clip(logvar, *LOGVAR_RANGE)
 
 
-def decode(vae: WanVAE, latents, *, chunk_frames: int | None = 1, clip: bool = True):
+def decode(vae: WanVAE, latents, *, chunk_frames: int | None = 1, clip: bool = True, tile=None,
+           tile_overlap=None):
   """latents [B, 1 + k, h, w, z_dim] -> video [B, 1 + 4k, 8h, 8w, C], clipped to [-1, 1] (as diffusers)
-  unless clip=False; decoded `chunk_frames` latent frames at a time (None: all at once)."""
+  unless clip=False; decoded `chunk_frames` latent frames at a time (None: all at once). `tile` and
+  `tile_overlap` are in output pixels, as for `encode`; tiles are blended in pixel space."""
   if latents.ndim != 5 or latents.shape[-1] != vae.config.z_dim:
     raise ValueError(f"Latents shape {latents.shape}: expected [B, T, h, w, {vae.config.z_dim}].")
   if chunk_frames is not None and chunk_frames <= 0:
     raise ValueError(f"chunk_frames={chunk_frames} must be positive (or None).")
+  sf = vae.config.spatial_factor
+  tiles = tiling.check_tile(tile, tile_overlap, sf)
   graphdef, state = nnx.split(vae)
-  cache, outs = None, []
-  for a, e in _chunks(latents.shape[1], chunk_frames or latents.shape[1], chunk_frames):
-    out, cache = _decode_step(graphdef, state, latents[:, a:e], cache)
-    outs.append(out)
-  video = jnp.concatenate(outs, axis=1)
+  run = functools.partial(tiling.decode_frames, graphdef, state, chunk_frames=chunk_frames)
+  video = run(latents) if tiles is None else tiling.tiled(run, latents, *tiles, in_scale=1, out_scale=sf)
   return jnp.clip(video, -1.0, 1.0) if clip else video
 
 

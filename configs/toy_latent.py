@@ -1,0 +1,32 @@
+"""The toy world in latent space: the toy DiT trained on a toy causal VAE's cached latents.
+
+Launch (after the pixel toy data exists: python -m data_prep.toy_world --output=runs/toy_data):
+  python -m vdit.vae.train_vae --config=configs/vae_toy.py --workdir=runs/toy_vae
+  python -m data_prep.cache_latents --data=runs/toy_data --vae=runs/toy_vae/vae.safetensors \
+      --output=runs/toy_latents --num_frames=9
+  python -m vdit.main --config=configs/toy_latent.py --workdir=runs/toy_latent
+  python -m vdit.sample --workdir=runs/toy_latent --prompt="a red circle moving left" --out=runs/toy_latent/samples
+
+9-frame 32x32 clips are 3x4x4 latents (temporal x4, spatial x8) of the VAE's z_dim channels: 48
+tokens with 1x1x1 patches, against 64 for the pixel toy's 8x32x32 clips in 2x8x8 patches.
+Arguments (`--config=configs/toy_latent.py:steps=3000,vae=PATH,channels=8`): steps, vae (the VAE
+file, also named by the cache), channels (its z_dim).
+"""
+from configs import base, toy
+
+
+def get_config(arg: str | None = None):
+  args = base.parse_args(arg, steps=3000, vae="runs/toy_vae/vae.safetensors", channels=8)
+  config = toy.get_config(f"steps={args['steps']}")
+  with config.unlocked():
+    config.data.dir = "runs/toy_latents"
+    config.data.num_frames = 0  # the cached 3 latent frames (9 pixel frames)
+    config.latent.vae = args["vae"]
+    config.model.in_channels = int(args["channels"])
+    config.model.patch_size = (1, 1, 1)
+    # Normalised latents are low-dimensional too: x-prediction learns them fast (model/factory.py).
+    config.model.prediction = "x"
+    config.model.frame_conditioning = False
+    config.sample.num_frames = 9
+  config.lock()
+  return config
