@@ -104,6 +104,22 @@ def test_convert_writes_a_file_that_loads_and_runs(tmp_path):
   assert y.shape == x.shape and np.isfinite(y).all()
 
 
+def test_wan_attends_to_zero_padded_text_like_the_release(tmp_path):
+  """Wan pads prompts with zero embeddings to a fixed length and cross-attends to every position:
+  the mask must not change the output, while the padding's length does."""
+  (tmp_path / "in").mkdir()
+  convert.convert("wan2.1", _write(tmp_path / "in", _random_wan(_WAN)), None, str(tmp_path / "dit.safetensors"))
+  dit = convert.load_dit(str(tmp_path / "dit.safetensors"))
+  x, t, context = _inputs()
+  padded = np.concatenate([context, np.zeros_like(context)], axis=1)
+  run = nnx.jit(lambda m, *a: m(*a))
+  args = (jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(t), jnp.asarray(padded))
+  half = jnp.arange(padded.shape[1])[None].repeat(2, 0) < context.shape[1]
+  np.testing.assert_array_equal(run(dit, *args, half), run(dit, *args, jnp.ones_like(half)))
+  unpadded = _vdit_forward(dit, x, t, context).transpose(0, 2, 3, 4, 1)
+  assert np.abs(np.asarray(run(dit, *args, half)) - unpadded).max() > 1e-4
+
+
 @pytest.mark.parametrize("damage, match", [
     ("missing", r"missing tensors \['blocks.1.attn2.norm_k.weight'\]"),
     ("shape", r"tensor 'blocks.0.ffn.net.0.proj.weight' has shape \(33, 24\)"),

@@ -32,7 +32,9 @@ REMAT_POLICIES = {
 # model.variant -> DiT architecture arguments (see DiT).
 VARIANTS = {
     "vdit": dict(qk_norm="per_head", time_activation="gelu_tanh"),
-    "wan": dict(qk_norm="across_heads", time_activation="silu"),
+    # Wan pads the text with zero embeddings to its fixed length and cross-attends to all of them
+    # (no mask): the padding's projected biases take part, so exact Wan outputs need the same.
+    "wan": dict(qk_norm="across_heads", time_activation="silu", attend_text_padding=True),
 }
 
 
@@ -105,7 +107,7 @@ class DiT(nnx.Module):
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
                freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False, attention="xla",
                context_parallel="none", scan_layers=True, qk_norm="per_head", time_activation="gelu_tanh",
-               dtype=jnp.float32, param_dtype=jnp.float32):
+               attend_text_padding=False, dtype=jnp.float32, param_dtype=jnp.float32):
     error = remat_error(remat)
     if error:
       raise ValueError(error)
@@ -120,6 +122,7 @@ class DiT(nnx.Module):
     self.context_parallel = context_parallel
     self.dtype = dtype
     self.frame_conditioning = frame_conditioning
+    self.attend_text_padding = attend_text_padding
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     patch_volume = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
     patch_dim = in_channels * patch_volume
@@ -153,6 +156,8 @@ class DiT(nnx.Module):
     self._check_mesh(grid, x.shape[1:4])
     tokens = self.patch_embed(patchify(x, self.patch_size))
     tokens = constrain(tokens, ("batch", "length", "act_embed"))
+    if self.attend_text_padding:  # padded positions hold zero embeddings (Generator.encode_text)
+      context_mask = jnp.ones_like(context_mask)
     context = self.text_embed(context)
     # One time per video ([B, 1]) or per temporal patch ([B, nt]: the noisiest frame of the patch).
     t = t[:, None] if t.ndim == 1 else t.reshape(b, grid[0], -1).max(axis=-1)

@@ -72,7 +72,10 @@ class CachedEmptyCaption:
 def for_sampling(config, mesh=None):
   """The conditioner `vdit.sample` and evals use for a workdir's config."""
   if config.text.get("encoder", "trainable") == "t5":
-    return T5Text(config.text.t5_path, config.text.tokenizer_path, config.text.max_length, mesh=mesh)
+    # The encoder's weights in the DiT's compute dtype: umT5-XXL is ~11 GB in bfloat16, 22 in float32.
+    from vdit.model.factory import dtype_from_name
+    return T5Text(config.text.t5_path, config.text.tokenizer_path, config.text.max_length, mesh=mesh,
+                  param_dtype=dtype_from_name(config.model.dtype))
   return Tokenizer(config.text.max_length)
 
 
