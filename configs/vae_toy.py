@@ -2,10 +2,10 @@
 
 Launch (data: 32x32 clips of 12 frames; the eval split scores held-out reconstructions):
   python -m data_prep.toy_world --output=runs/toy_data
-  python -m data_prep.toy_world --output=runs/toy_eval --split=eval --num_clips=256 --num_shards=1
-  python -m vdit.vae.train_vae --config=configs/vae_toy.py --workdir=runs/vae_toy
+  python -m data_prep.toy_world --output=runs/toy_eval_data --split=eval --num_clips=1024
+  python -m vdit.vae.train_vae --config=configs/vae_toy.py --workdir=runs/toy_vae
 
-runs/vae_toy/vae.safetensors (rewritten at every checkpoint) loads with `vdit.vae.wan_vae.load`;
+runs/toy_vae/vae.safetensors (rewritten at every checkpoint) loads with `vdit.vae.wan_vae.load`;
 its latents_mean/std are measured on the data. Arguments
 (`--config=configs/vae_toy.py:steps=400,z_dim=16`): steps, z_dim.
 
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None):
   config.train.checkpoint_every = 200
   config.train.async_checkpoint = False
 
-  config.eval.dir = "runs/toy_eval"
+  config.eval.dir = "runs/toy_eval_data"  # the eval split the README demo makes
   config.eval.num_batches = 32  # 128 held-out clips
   config.lock()
   return config
