@@ -9,16 +9,17 @@ runs/toy_vae/vae.safetensors (rewritten at every checkpoint) loads with `vdit.va
 its latents_mean/std are measured on the data. Arguments
 (`--config=configs/vae_toy.py:steps=400,z_dim=16`): steps, z_dim.
 
-Measured (2-core CPU, 2048 training clips): 800 steps in 8.5 min, held-out PSNR 20.1 dB. That is
-positions and motion of the shapes as soft blobs, colours not yet: the causal 3D convolutions run
-~0.5 s a step here, and this VAE needs many more steps than that buys.
+Measured (2-core CPU, 8,192 training clips, shared with other jobs): 3,000 steps in 14.5 min,
+held-out PSNR 19.9 / 23.4 / 24.9 dB at steps 500 / 2,000 / 3,000; the toy judge reads the colour of
+94% and the direction of 100% of held-out reconstructions (colour comes last: 9% at step 1,000,
+45% at 2,000).
 """
 from configs import base
 from vdit.vae import vae_config
 
 
 def get_config(arg: str | None = None):
-  args = base.parse_args(arg, steps=800, z_dim=8)
+  args = base.parse_args(arg, steps=3000, z_dim=8)
   config = vae_config.default_config()
   config.data.dir = "runs/toy_data"
   config.data.num_frames = 9  # 1 + 4 * 2
@@ -42,7 +43,7 @@ def get_config(arg: str | None = None):
   config.train.num_steps = int(args["steps"])
   config.train.global_batch_size = 4  # small batches: more steps per CPU minute
   config.train.log_every = 25
-  config.train.checkpoint_every = 200
+  config.train.checkpoint_every = 500
   config.train.async_checkpoint = False
 
   config.eval.dir = "runs/toy_eval_data"  # the eval split the README demo makes
