@@ -9,6 +9,10 @@ Launch (after the pixel toy data exists: python -m data_prep.toy_world --output=
 
 9-frame 32x32 clips are 3x4x4 latents (temporal x4, spatial x8) of the VAE's z_dim channels: 48
 tokens with 1x1x1 patches, against 64 for the pixel toy's 8x32x32 clips in 2x8x8 patches.
+Measured (2-core CPU, toy VAE of configs/vae_toy.py at 3,000 steps): 3,000 steps in 4.4 min; judged
+on 16 seen / 16 held-out prompts: colour 69% / 50%, direction 100% / 100% (pixel toy: colour
+100% / 100%, direction 94% / 100%). The VAE's colour fidelity (94% on its own reconstructions) is
+the limit.
 Arguments (`--config=configs/toy_latent.py:steps=3000,vae=PATH,channels=8`): steps, vae (the VAE
 file, also named by the cache), channels (its z_dim).
 """
