@@ -4,7 +4,6 @@ embeddings) with no VAE or encoder in the step -> vdit.sample decoding with the 
 The VAE and T5 are tiny random networks written as weight files (no network, no pretrained
 weights); the data is a small toy world of 5-frame 16x16 clips (2 latent frames of 2x2).
 """
-import json
 import os
 
 import numpy as np
@@ -56,17 +55,19 @@ def test_cache_holds_the_vae_posterior_of_each_clip(cached):
 
 
 def test_train_on_cached_latents_and_sample_pixels(cached, tmp_path):
-  from vdit import train
+  """(vdit.sample's CLI on a latent workdir runs in tests/test_wan_workdir.py; here in process.)"""
+  from vdit import config_io, train, train_state
+  from vdit.sampling import VideoSampler, to_uint8
+  from vdit.text.tokenizer import Tokenizer
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(_config(cached), workdir)
-  out = str(tmp_path / "samples")
-  run = helpers.cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle moving left", f"--out={out}",
-                    "--steps=2", "--batch_size=8")
-  assert run.returncode == 0, run.stderr[-2000:]
-  (record,) = [json.loads(line) for line in open(os.path.join(out, "index.jsonl"))]
-  from vdit import video_reader
-  frames = video_reader.read_video(os.path.join(out, record["path"]))
-  assert frames.shape[:3] == (5, 64, 64)  # 5 decoded pixel frames of 16x16, written at scale 4
+  state = train.train_and_evaluate(_config(cached), workdir)
+  saved = config_io.load(workdir)
+  assert saved.latent.vae == cached["vae"] and (saved.sample.num_frames, saved.sample.height) == (5, 16)
+  graphdef, _ = train_state.abstract_model(saved)
+  sampler = VideoSampler(graphdef, state["ema"], Tokenizer(saved.text.max_length), space=latents.from_config(saved))
+  video = sampler.generate(["a red circle moving left"], [0], num_frames=5, height=16, width=16, channels=3,
+                           patch_size=(1, 1, 1), steps=2, cfg=2.0)
+  assert to_uint8(video).shape == (1, 5, 16, 16, 3)  # 2 latent frames of 2x2 decoded to pixels
 
 
 def test_train_on_cached_t5_embeddings(cached, tmp_path):
