@@ -3,7 +3,9 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# No LLVM optimisation: compiling tiny programs, not running them, is most of the suite's time
+# (tests/helpers.py FAST_COMPILE).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests in one process (and the CLI runs they start, tests/helpers.py) share compiled programs

@@ -20,18 +20,24 @@ def make_toy_data(directory, num_clips=128, num_frames=6, size=16):
 _COMPILE_CACHE = os.path.join(tempfile.gettempdir(), f"vdit-test-jax-cache-{os.getuid()}")
 
 
-def cli_env():
+# Tests run tiny programs a few times each, so compiling them dominates: XLA's CPU backend compiles
+# ~30% faster without LLVM optimisation (tests/conftest.py sets it for the test processes too).
+# A long run (training a model that must learn) asks for `optimized=True`.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def cli_env(optimized=False, devices=8):
   env = dict(os.environ)
   env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" + ("" if optimized else " " + FAST_COMPILE),
              JAX_COMPILATION_CACHE_DIR=_COMPILE_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
 
 
-def cli(module, *args, **kwargs):
+def cli(module, *args, optimized=False, **kwargs):
   """Runs `python -m module args...` from the repo root; returns the CompletedProcess."""
-  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(),
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(optimized),
                         capture_output=True, text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
 
 
@@ -52,9 +58,8 @@ def run_processes(module, *args, num_processes=2, devices_per_process=4, timeout
   port = free_port()
   procs = []
   for index in range(num_processes):
-    env = cli_env()
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-               VDIT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", VDIT_NUM_PROCESSES=str(num_processes),
+    env = cli_env(devices=devices_per_process)
+    env.update(VDIT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", VDIT_NUM_PROCESSES=str(num_processes),
                VDIT_PROCESS_ID=str(index))
     procs.append(subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))

@@ -114,7 +114,7 @@ def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
   result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=1")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((out / "results.json").read_text())["summary"]
-  assert set(summary) == {"image", "extend_forward", "extend_backward", "connect", "loop", "edit",
+  assert set(summary) == {"text", "image", "extend_forward", "extend_backward", "connect", "loop", "edit",
                           "text_to_image", "long"}
   # Exact by construction, whatever the model: the given frames come back unchanged.
   assert summary["image"]["psnr_frame0"] == summary["connect"]["start_psnr"] == 99.0

@@ -1,6 +1,6 @@
 """Every sampling mode on a trained toy checkpoint, judged: prints JSON and writes the GIFs.
 
-  python -m vdit.eval.toy_modes --workdir=runs/toy --out=runs/toy/modes [--videos=8]
+  python -m vdit.eval.toy_modes --workdir=runs/toy --out=runs/toy/modes [--videos=8] [--modes=edit,loop]
 
 Inputs are toy-world clips rendered here (so their colour, shape and direction are known).
 Per mode: image-to-video (PSNR of frame 0; direction of the motion asked for), extend forward
@@ -8,7 +8,7 @@ and backward (the given frames kept exactly; at the boundary, the distance in pi
 shape's centre in the first generated frame and in the true continuation of the rendered clip,
 next to the shape's per-frame speed; direction continued), connect (starts at A's last frame, ends at B's
 first), loop (last frame equals the first), edit (the colour follows the new prompt while the
-direction is kept), text-to-image (colour), and a long video (direction held over 3 windows).
+direction and the shape's path are kept), text-to-image (colour), and a long video (direction held over 3 windows).
 """
 import json
 import os
@@ -26,6 +26,8 @@ from vdit.text.tokenizer import Tokenizer
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy", "A trained toy workdir.")
 _OUT = flags.DEFINE_string("out", "runs/toy/modes", "Where the GIFs and results.json go.")
 _VIDEOS = flags.DEFINE_integer("videos", 8, "Videos per mode.")
+_EDIT_STRENGTH = flags.DEFINE_float("edit_strength", 0.8, "SDEdit strength of the edit mode.")
+_MODES = flags.DEFINE_list("modes", None, "Modes to run (default: all of them).")
 
 
 def _clip(rng, colour, shape, direction, t, size):
@@ -46,57 +48,74 @@ def _centre(frame):
   return np.array([xs.mean(), ys.mean()]) if len(xs) else np.array([np.inf, np.inf])
 
 
-def main(argv):
-  del argv
-  logs.quiet_library_logs()
-  config = config_io.for_inference(config_io.load(_WORKDIR.value))
-  s = config.sample
-  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(_WORKDIR.value), read_only=True)
-  mesh = sharding.make_mesh({"data": -1})
-  graphdef, _ = train_state.abstract_model(config)
-  params = checkpointer.restore_item(checkpointer.latest_step(), "ema", train_state.abstract_params(config, mesh))
-  checkpointer.close()
-  sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length), mesh=mesh)
-  t, size = s.num_frames, s.height
-  opts = dict(num_frames=t, height=size, width=s.width, channels=3, patch_size=config.model.patch_size,
-              steps=s.steps, cfg=s.cfg, sampler="dpmpp_2m", shift=s.shift)
-  rng = np.random.default_rng(0)
+MODES = ("text", "image", "extend_forward", "extend_backward", "connect", "loop", "edit", "text_to_image", "long")
+
+
+def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed: int = 0,
+                edit_strength: float = 0.8) -> dict:
+  """Runs each of `modes` on `num_videos` toy inputs; returns {mode: [per-video measures]}.
+
+  opts: sample_modes options (num_frames is the model's window; height == width). Inputs and the
+  first video of each mode (as a 4x GIF) are written under out_dir.
+  """
+  unknown = sorted(set(modes) - set(MODES))
+  if unknown:
+    raise ValueError(f"Unknown modes {unknown}; choose from {MODES}.")
+  t, size = opts["num_frames"], opts["height"]
+  rng = np.random.default_rng(seed)
   combos = toy_spec.all_combinations()
-  os.makedirs(_OUT.value, exist_ok=True)
-  inputs = os.path.join(_OUT.value, "inputs")
+  inputs = os.path.join(out_dir, "inputs")
   os.makedirs(inputs, exist_ok=True)
-  results = {name: [] for name in ("image", "extend_forward", "extend_backward", "connect", "loop",
-                                   "edit", "text_to_image", "long")}
+  results = {name: [] for name in modes}
 
   def save(name, i, video):
     if i == 0:
-      video_io.write_gif(os.path.join(_OUT.value, f"{name}.gif"), video, fps=8, scale=4)
+      video_io.write_gif(os.path.join(out_dir, f"{name}.gif"), video, fps=8, scale=4)
 
-  for i in range(_VIDEOS.value):
+  def write_input(name, clip):
+    path = os.path.join(inputs, name)
+    video_io.write_gif(path, clip, fps=8)
+    return path
+
+  for i in range(num_videos):
     colour, shape, direction = combos[rng.integers(len(combos))]
     prompt = [toy_spec.caption(colour, shape, direction)]
     seed = [i]
+    # Every input is drawn whatever the modes, so a mode's inputs do not depend on the others.
     source = _clip(rng, colour, shape, direction, t, size)
-    path = os.path.join(inputs, f"{i}.gif")
-    video_io.write_gif(path, source, fps=8)
+    path = write_input(f"{i}.gif", source)
     png = os.path.join(inputs, f"{i}.png")
     video_io.write_png(png, source[0])
+    k = t // 2
+    truth = _clip(rng, colour, shape, direction, t + k, size)
+    other = _clip(rng, colour, shape, direction, t, size)
+    new_colour = [c for c in toy_spec.COLOURS if c != colour][rng.integers(len(toy_spec.COLOURS) - 1)]
 
-    save("text", i, sample_modes.run("text", sampler, prompt, seed, opts)[0])
-    video = sample_modes.run("image", sampler, prompt, seed, opts, image=png)[0]
-    verdict = judge.judge_video(video, colour, direction)
-    results["image"].append({"psnr_frame0": _psnr(video[0], source[0]), "direction": verdict["direction_ok"]})
-    save("image", i, video)
+    if "text" in modes:
+      video = sample_modes.run("text", sampler, prompt, seed, opts)[0]
+      verdict = judge.judge_video(video, colour, direction)
+      results["text"].append({"colour": verdict["colour_ok"], "direction": verdict["direction_ok"]})
+      save("text", i, video)
+
+    if "text_to_image" in modes:
+      image = sample_modes.run("text", sampler, prompt, seed, dict(opts, num_frames=opts["patch_size"][0]))[0][:1]
+      results["text_to_image"].append({"colour": judge.judge_video(image, colour, direction)["colour_ok"]})
+      save("text_to_image", i, np.repeat(image, 2, axis=0))
+
+    if "image" in modes:
+      video = sample_modes.run("image", sampler, prompt, seed, opts, image=png)[0]
+      verdict = judge.judge_video(video, colour, direction)
+      results["image"].append({"psnr_frame0": _psnr(video[0], source[0]), "direction": verdict["direction_ok"]})
+      save("image", i, video)
 
     # Extension: render t + k frames (the shape stays in view throughout), give t of them, and
     # compare the first generated frame with the rendered frame it should be.
-    k = t // 2
-    truth = _clip(rng, colour, shape, direction, t + k, size)
     speed = float(np.linalg.norm(_centre(truth[1]) - _centre(truth[0])))
     for mode, given, expected, first_new in (("extend_forward", truth[:t], truth[t], t),
                                              ("extend_backward", truth[k:], truth[k - 1], k - 1)):
-      given_path = os.path.join(inputs, f"{i}_{mode}.gif")
-      video_io.write_gif(given_path, given, fps=8)
+      if mode not in modes:
+        continue
+      given_path = write_input(f"{i}_{mode}.gif", given)
       video = sample_modes.run(mode, sampler, prompt, seed, opts, video=given_path, extend_frames=k)[0]
       kept = video[:t] if mode == "extend_forward" else video[-t:]
       results[mode].append({
@@ -106,35 +125,67 @@ def main(argv):
           "direction": judge.judge_video(video, colour, direction)["direction_ok"]})
       save(mode, i, video)
 
-    other = _clip(rng, colour, shape, direction, t, size)
-    other_path = os.path.join(inputs, f"{i}_b.gif")
-    video_io.write_gif(other_path, other, fps=8)
-    video = sample_modes.run("connect", sampler, prompt, seed, opts, connect=[path, other_path])[0]
-    results["connect"].append({"start_psnr": _psnr(video[0], source[-1]), "end_psnr": _psnr(video[-1], other[0])})
-    save("connect", i, video)
+    if "connect" in modes:
+      other_path = write_input(f"{i}_b.gif", other)
+      video = sample_modes.run("connect", sampler, prompt, seed, opts, connect=[path, other_path])[0]
+      results["connect"].append({"start_psnr": _psnr(video[0], source[-1]), "end_psnr": _psnr(video[-1], other[0])})
+      save("connect", i, video)
 
-    video = sample_modes.run("loop", sampler, prompt, seed, opts)[0]
-    results["loop"].append({"last_vs_first_psnr": _psnr(video[-1], video[0])})
-    save("loop", i, video)
+    if "loop" in modes:
+      video = sample_modes.run("loop", sampler, prompt, seed, opts)[0]
+      results["loop"].append({"last_vs_first_psnr": _psnr(video[-1], video[0])})
+      save("loop", i, video)
 
-    new_colour = [c for c in toy_spec.COLOURS if c != colour][rng.integers(len(toy_spec.COLOURS) - 1)]
-    edit_prompt = [toy_spec.caption(new_colour, shape, direction)]
-    video = sample_modes.run("edit", sampler, edit_prompt, seed, opts, video=path, strength=0.8)[0]
-    verdict = judge.judge_video(video, new_colour, direction)
-    results["edit"].append({"colour": verdict["colour_ok"], "direction": verdict["direction_ok"]})
-    save("edit", i, video)
+    if "edit" in modes:
+      edit_prompt = [toy_spec.caption(new_colour, shape, direction)]
+      video = sample_modes.run("edit", sampler, edit_prompt, seed, opts, video=path, strength=edit_strength)[0]
+      verdict = judge.judge_video(video, new_colour, direction)
+      # Keeping the motion: the shape's path, frame by frame, against the input's.
+      path_error = np.mean([np.linalg.norm(_centre(a) - _centre(b)) for a, b in zip(video, source)])
+      results["edit"].append({"colour": verdict["colour_ok"], "direction": verdict["direction_ok"],
+                              "path_error_px": float(path_error)})
+      save("edit", i, video)
 
-    image = sample_modes.run("text", sampler, prompt, seed, dict(opts, num_frames=config.model.patch_size[0]))[0][:1]
-    results["text_to_image"].append({"colour": judge.judge_video(image, colour, direction)["colour_ok"]})
-    save("text_to_image", i, np.repeat(image, 2, axis=0))
+    if "long" in modes:
+      video = sample_modes.run("long", sampler, prompt, seed, opts, total_frames=3 * t - 2 * k, extend_frames=k)[0]
+      results["long"].append({"frames": int(video.shape[0]),
+                              "direction": judge.judge_video(video, colour, direction)["direction_ok"]})
+      save("long", i, video)
+  return results
 
-    video = sample_modes.run("long", sampler, prompt, seed, opts, total_frames=3 * t - 2 * k, extend_frames=k)[0]
-    results["long"].append({"frames": int(video.shape[0]),
-                            "direction": judge.judge_video(video, colour, direction)["direction_ok"]})
-    save("long", i, video)
 
-  summary = {mode: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-             for mode, rows in results.items()}
+def summarise(results: dict) -> dict:
+  """Per mode, the mean of each measure over videos."""
+  return {mode: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+          for mode, rows in results.items() if rows}
+
+
+def load_sampler(workdir: str):
+  """(VideoSampler on the latest EMA weights, sample_modes options from the config's sample settings)."""
+  config = config_io.for_inference(config_io.load(workdir))
+  s = config.sample
+  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
+  mesh = sharding.make_mesh({"data": -1})
+  graphdef, _ = train_state.abstract_model(config)
+  params = checkpointer.restore_item(checkpointer.latest_step(), "ema", train_state.abstract_params(config, mesh))
+  checkpointer.close()
+  sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length), mesh=mesh)
+  opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=3,
+              patch_size=config.model.patch_size, steps=s.steps, cfg=s.cfg, sampler="dpmpp_2m", shift=s.shift)
+  return sampler, opts
+
+
+def main(argv):
+  del argv
+  logs.quiet_library_logs()
+  modes = tuple(_MODES.value or MODES)
+  if set(modes) - set(MODES):
+    raise app.UsageError(f"--modes={','.join(modes)}: choose from {','.join(MODES)}.")
+  sampler, opts = load_sampler(_WORKDIR.value)
+  os.makedirs(_OUT.value, exist_ok=True)
+  results = judge_modes(sampler, opts, _VIDEOS.value, _OUT.value, modes=modes,
+                        edit_strength=_EDIT_STRENGTH.value)
+  summary = summarise(results)
   with open(os.path.join(_OUT.value, "results.json"), "w") as f:
     json.dump({"summary": summary, "videos": results}, f, indent=2)
   print(json.dumps(summary, indent=2))
