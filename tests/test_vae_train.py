@@ -14,6 +14,7 @@ from flax import nnx
 
 from configs import vae_toy
 from tests.helpers import make_toy_data
+from tests.tiny import apply_overrides
 from vdit import jsonl_writer, weights
 from vdit.config_io import ConfigError
 from vdit.eval import toy_features
@@ -41,13 +42,7 @@ def _config(data_dir, **overrides):
     config.train.log_every = 2
     config.train.checkpoint_every = _STEPS // 2
     config.eval.dir = ""
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+    return apply_overrides(config, overrides)
 
 
 def _toy_feature_weights(path):

@@ -22,6 +22,11 @@ def tiny_config(data_dir: str = "", **overrides):
     config.train.checkpoint_every = 2
     config.optim.warmup_steps = 2
     config.sample.steps = 3
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets {"a.b.c": value} keys on an unlocked ConfigDict; returns it."""
   for dotted, value in overrides.items():
     node = config
     *parents, leaf = dotted.split(".")
