@@ -13,3 +13,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"vdit-test-jax-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pytest.ini's --dist=loadscope runs each module whole on one worker, in collection order: the
+# longest modules (cold-cache run on 2 cores) start first so both workers finish together.
+_LONGEST_FIRST = ("test_train", "test_modes_learned", "test_evaluate", "test_sample_cli", "test_multihost",
+                  "test_sharding", "test_latent_cache", "test_compile_check", "test_model", "test_ingest")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
