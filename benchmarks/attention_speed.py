@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vdit import sharding
+from vdit.parallel import sharding
 from vdit.model import rope
 from vdit.model.attention import BACKENDS, Attention, backend_error
 from vdit.model.context_parallel import MODES

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_speed  # noqa: E402
 from configs import videos  # noqa: E402
 from data_prep import ingest, sample_media  # noqa: E402
-from vdit import video_io  # noqa: E402
+from vdit.media import video_io  # noqa: E402
 from vdit.data import bucket_plan, dataset_files, pipeline, records  # noqa: E402
 from vdit.text.tokenizer import Tokenizer  # noqa: E402
 

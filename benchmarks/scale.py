@@ -34,10 +34,14 @@ import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs import wan_1p3b  # noqa: E402
-from vdit import config_io, flops, sharding, train_state  # noqa: E402
-from vdit.sampling import VideoSampler  # noqa: E402
+from vdit.config import config_io  # noqa: E402
+from vdit.training import flops
+from vdit.parallel import sharding
+from vdit.training import train_state
+from vdit.model import factory
+from vdit.diffusion.generation import VideoSampler  # noqa: E402
 from vdit.text.tokenizer import Tokenizer  # noqa: E402
-from vdit.train import build_train_step  # noqa: E402
+from vdit.training.dit_trainer import build_train_step  # noqa: E402
 
 import attention_speed  # noqa: E402  (benchmarks/, on sys.path as the script's directory)
 
@@ -113,7 +117,7 @@ def describe(config, video_shape) -> dict:
 
 
 def param_counts(config) -> dict:
-  shapes = jax.eval_shape(lambda: train_state.init_params(config, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: factory.init_params(config, jax.random.key(0)))
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
   total = count(shapes)
   return {"params": total, "dit_params": count(shapes["dit"]),
@@ -213,10 +217,10 @@ def bench_sample(preset, steps, dry_run=False) -> dict:
     return out
   mesh = sharding.make_mesh({"data": -1}, jax.local_devices()[:1])
   tokenizer = Tokenizer(config.text.max_length)
-  graphdef, _ = train_state.abstract_model(config)
+  graphdef, _ = factory.abstract_model(config)
   with jax.set_mesh(mesh):
-    params = jax.jit(lambda k: train_state.init_params(config, k),
-                     out_shardings=train_state.param_shardings(config, mesh))(jax.random.key(0))
+    params = jax.jit(lambda k: factory.init_params(config, k),
+                     out_shardings=factory.param_shardings(config, mesh))(jax.random.key(0))
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
   _, t, h, w, c = video_shape
   opts = dict(num_frames=t, height=h, width=w, channels=c, patch_size=config.model.patch_size, cfg=cfg,

@@ -17,10 +17,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import toy  # noqa: E402
-from vdit import sharding, train_state  # noqa: E402
-from vdit.sampling import VideoSampler  # noqa: E402
+from vdit.parallel import sharding  # noqa: E402
+from vdit.training import train_state
+from vdit.model import factory
+from vdit.diffusion.generation import VideoSampler  # noqa: E402
 from vdit.text.tokenizer import Tokenizer  # noqa: E402
-from vdit.train import build_train_step  # noqa: E402
+from vdit.training.dit_trainer import build_train_step  # noqa: E402
 
 
 def toy_config():
@@ -67,7 +69,7 @@ def bench(name, config, steps):
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
 
-  graphdef, _ = train_state.abstract_model(config)
+  graphdef, _ = factory.abstract_model(config)
   sampler = VideoSampler(graphdef, state["ema"], tokenizer, mesh=mesh)
   opts = dict(num_frames=d.num_frames, height=d.height, width=d.width, channels=3,
               patch_size=config.model.patch_size, cfg=3.0)

@@ -60,7 +60,7 @@ def random_vae(dtype):
   import jax
   import numpy as np
   from flax import nnx
-  from vdit import weights
+  from vdit.core import weights
   from vdit.vae import wan_vae
   config = wan_vae.WanVAEConfig()
   vae = nnx.eval_shape(lambda: wan_vae.WanVAE(config, rngs=nnx.Rngs(0), dtype=dtype))

@@ -3,7 +3,7 @@
 Launch (data: 32x32 clips of 12 frames; the eval split scores held-out reconstructions):
   python -m data_prep.toy_world --output=runs/toy_data
   python -m data_prep.toy_world --output=runs/toy_eval_data --split=eval --num_clips=1024
-  python -m vdit.vae.train_vae --config=configs/vae_toy.py --workdir=runs/toy_vae
+  python -m vdit.training.vae_trainer --config=configs/vae_toy.py --workdir=runs/toy_vae
 
 runs/toy_vae/vae.safetensors (rewritten at every checkpoint) loads with `vdit.vae.wan_vae.load`;
 its latents_mean/std are measured on the data. Arguments
@@ -15,7 +15,7 @@ held-out PSNR 19.9 / 23.4 / 24.9 dB at steps 500 / 2,000 / 3,000; the toy judge 
 45% at 2,000).
 """
 from configs import base
-from vdit.vae import vae_config
+from vdit.training import vae_config
 
 
 def get_config(arg: str | None = None):

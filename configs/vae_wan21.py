@@ -1,16 +1,16 @@
 """Fine-tunes Wan 2.1's causal video VAE (temporal x4, spatial x8, 16 latent channels) on GPU/TPU.
 
 Launch (convert the diffusers VAE once, e.g. from Wan-AI/Wan2.1-T2V-1.3B-Diffusers/vae):
-  python -m vdit.vae.convert_wan_vae --input=vae/diffusion_pytorch_model.safetensors \
+  python -m vdit.interop.wan.vae_weights --input=vae/diffusion_pytorch_model.safetensors \
       --config=vae/config.json --output=runs/wan21_vae.safetensors
-  python -m vdit.vae.train_vae --config=configs/vae_wan21.py --workdir=runs/vae_wan21 \
+  python -m vdit.training.vae_trainer --config=configs/vae_wan21.py --workdir=runs/vae_wan21 \
       --config.data.dir=DATA --config.vae.init_weights=runs/wan21_vae.safetensors
 
 The architecture keys are WanVAEConfig's defaults, which a converted Wan 2.1 file must match (a
 mismatch is an error naming the keys). Arguments (`--config=configs/vae_wan21.py:steps=5000`):
 steps.
 
-Loss knobs (vdit/vae/vae_losses.py): reconstruction `loss.l1_weight` / `loss.l2_weight`; KL to
+Loss knobs (vdit/training/vae_losses.py): reconstruction `loss.l1_weight` / `loss.l2_weight`; KL to
 N(0, I) `loss.kl_weight` (tiny: keeps the latent scale near the pretrained one); perceptual
 `loss.perceptual_weight` with `loss.perceptual_weights` = a frozen frame network in the toy-features
 format (python -m vdit.eval.train_toy_features; trained on toy data, so for real video train one on
@@ -19,7 +19,7 @@ it first; 0 disables); adversarial `loss.adversarial_weight`
 start it once reconstructions have settled, e.g. after a few thousand steps; 0 disables).
 """
 from configs import base
-from vdit.vae import vae_config
+from vdit.training import vae_config
 
 
 def get_config(arg: str | None = None):

@@ -8,11 +8,12 @@ frame counts; stills become 1-frame clips.
 import dataclasses
 import math
 import re
+from vdit.core.errors import UserError
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 
-class BucketTableError(ValueError):
+class BucketTableError(UserError):
   """The configured bucket table is malformed."""
 
 

@@ -21,6 +21,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from vdit.data import dataset_files, latent_records, records
+from vdit.media import pixels
 from vdit.data.errors import DataError
 
 
@@ -47,9 +48,9 @@ def _bucket_clips(bucket: dict):
 def cache(data_dir: str, vae_path: str, output_dir: str, *, num_frames: int = 0, batch_size: int = 8,
           t5_path: str = "", tokenizer_path: str = "", text_length: int = 0) -> dict:
   """Writes the cache; returns its metadata. Refuses an existing complete cache at output_dir."""
-  from vdit import latents
+  from vdit.vae import latents
   from vdit.text import conditioner
-  from vdit import weights
+  from vdit.core import weights
 
   source = dataset_files.read_metadata(data_dir)
   if source.get("latents"):
@@ -79,7 +80,7 @@ def cache(data_dir: str, vae_path: str, output_dir: str, *, num_frames: int = 0,
       pending = []
 
       def flush():
-        video = np.stack([clip["frames"][:frames] for _, clip in pending]).astype(np.float32) / 127.5 - 1.0
+        video = pixels.to_model_space(np.stack([clip["frames"][:frames] for _, clip in pending]))
         video = np.concatenate([video, np.repeat(video[-1:], batch_size - len(pending), 0)])  # one shape: one compile
         mean, std = (np.asarray(a) for a in space.posterior(video))
         embeddings = masks = None
@@ -132,8 +133,8 @@ def cache(data_dir: str, vae_path: str, output_dir: str, *, num_frames: int = 0,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from vdit import logs
-  from vdit.errors import exit_on_user_error
+  from vdit.core import logs
+  from vdit.core.errors import exit_on_user_error
   logs.quiet_library_logs()
   f = flags.FLAGS
   output = f.output or os.path.join(f.data, "latents")

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from data_prep.bucket_table import BucketTable
-from vdit import video_reader
+from vdit.media import video_reader
 
 _THUMB = 32  # scene-cut and motion scores compare frames at about this many pixels per side
 

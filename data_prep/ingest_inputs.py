@@ -9,12 +9,13 @@ import dataclasses
 import json
 import os
 
-from vdit.video_reader import MEDIA_EXTENSIONS
+from vdit.media.video_reader import MEDIA_EXTENSIONS
+from vdit.core.errors import UserError
 
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")
 
 
-class InputError(ValueError):
+class InputError(UserError):
   """The --input path or manifest cannot be used at all."""
 
 

@@ -14,8 +14,9 @@ import os
 from absl import app, flags
 import numpy as np
 
-from data_prep import toy_spec, toy_world
-from vdit import video_io
+from vdit.toy import world as toy_world
+from vdit.toy import spec as toy_spec
+from vdit.media import video_io
 
 
 def scene(rng, *, num_frames, height, width, colour=None, shape=None, direction=None):

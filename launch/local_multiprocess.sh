@@ -8,7 +8,7 @@
 #   script's, split at spaces; VDIT_ENTRY=-c runs the program given as the first argument),
 #   COORDINATOR_PORT (a free port), STOP_GRACE_SECONDS (10: from SIGTERM to SIGKILL).
 # Every process gets VDIT_COORDINATOR_ADDRESS, VDIT_NUM_PROCESSES and VDIT_PROCESS_ID (read by
-# vdit/distributed.py) and its own device count in XLA_FLAGS; its output lines start "[rank I] ".
+# vdit/parallel/distributed.py) and its own device count in XLA_FLAGS; its output lines start "[rank I] ".
 # Exit status: 0 when every process exits 0. When one fails, the others get SIGTERM (SIGKILL
 # after STOP_GRACE_SECONDS) and the script exits with the first failure's status. SIGINT or
 # SIGTERM to this script is passed on to every process as SIGTERM (vdit.main writes a checkpoint

@@ -27,11 +27,11 @@ echo "== 3/5 train -> $WORKDIR (resumes if interrupted; evaluates every 1,000 st
   --config.eval.overrides="reference_dir=$EVAL_DATA,features.path=$FEATURES" "$@"
 
 echo "== 4/5 sample held-out and seen prompts"
-"$PY" -m data_prep.toy_prompts --data="$DATA" --out="$WORKDIR/prompts.txt"
+"$PY" -m vdit.toy.prompts --data="$DATA" --out="$WORKDIR/prompts.txt"
 "$PY" -m vdit.sample --workdir="$WORKDIR" --prompts="$WORKDIR/prompts.txt" --out="$WORKDIR/samples"
 
 echo "== 5/5 judge colour, shape and direction"
-"$PY" -m vdit.eval.toy --index="$WORKDIR/samples/index.jsonl" --held_out="$DATA/held_out.json" \
+"$PY" -m vdit.toy.judge --index="$WORKDIR/samples/index.jsonl" --held_out="$DATA/held_out.json" \
   --out="$WORKDIR/samples/scores.json" > /dev/null
 "$PY" - "$WORKDIR/samples/scores.json" <<'PYEOF'
 import json, sys

@@ -12,7 +12,7 @@
 #   COORDINATOR_PORT (8482).
 # Arguments pass through to vdit.main unchanged (quoted for the workers' shell). On a multi-host
 # slice each worker reads its index and the worker list from the TPU metadata server and exports
-# VDIT_COORDINATOR_ADDRESS/VDIT_NUM_PROCESSES/VDIT_PROCESS_ID for vdit/distributed.py (worker 0
+# VDIT_COORDINATOR_ADDRESS/VDIT_NUM_PROCESSES/VDIT_PROCESS_ID for vdit/parallel/distributed.py (worker 0
 # coordinates). Rerunning the same command resumes from the latest checkpoint in WORKDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,7 @@
 #   unignored files included) onto it and the command first runs `pip install -e . $JAX_PIP`
 #   (JAX_PIP: "jax[tpu]").
 # Arguments pass through to vdit.main unchanged (quoted for the container's shell). GKE sets
-# TPU_WORKER_HOSTNAMES on multi-host slices, which makes vdit/distributed.py initialise JAX's
+# TPU_WORKER_HOSTNAMES on multi-host slices, which makes vdit/parallel/distributed.py initialise JAX's
 # distributed runtime (JAX reads the rest, multislice included, from the environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,7 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_toy_data(directory, num_clips=128, num_frames=6, size=16):
-  from data_prep import toy_world
+  from vdit.toy import world as toy_world
   toy_world.generate(str(directory), num_clips=num_clips, num_frames=num_frames, height=size, width=size,
                      num_held_out=4, num_shards=2, seed=0)
   return str(directory)
@@ -54,7 +54,7 @@ def free_port() -> int:
 
 def run_processes(module, *args, num_processes=2, devices_per_process=4, timeout=300):
   """Runs `python -m module args...` as a multi-process JAX job on this machine (CPU devices,
-  gloo collectives via vdit.distributed); asserts every process exits 0."""
+  gloo collectives via vdit.parallel.distributed); asserts every process exits 0."""
   port = free_port()
   procs = []
   for index in range(num_processes):

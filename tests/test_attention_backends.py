@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit import config_io, sharding
+from vdit.config import config_io
+from vdit.parallel import sharding
 from vdit.model import attention, context_parallel
 from vdit.model.factory import build_model
 

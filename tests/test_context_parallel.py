@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit import sharding, train_state
+from vdit.parallel import sharding
+from vdit.model import factory
 from vdit.model import context_parallel, rope
 from vdit.model.attention import xla_attention
 
@@ -111,7 +112,7 @@ def _dit_params():
   """Random parameters drawn on the host (initialising on device costs seconds of compilation):
   norm scales near 1, everything else N(0, 0.2^2), so zero-initialised heads and gates pass
   gradient to every parameter."""
-  _, abstract = train_state.abstract_model(_dit_config("none"))
+  _, abstract = factory.abstract_model(_dit_config("none"))
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -123,7 +124,7 @@ def _dit_params():
 
 def _dit_output_and_grads(mode, mesh=None):
   """DiT output and parameter gradients of <output, random target> for a fixed batch."""
-  graphdef, _ = train_state.abstract_model(_dit_config(mode))
+  graphdef, _ = factory.abstract_model(_dit_config(mode))
   x = jax.random.normal(jax.random.key(3), (2, 4, 16, 16, 3))
   target = jax.random.normal(jax.random.key(4), x.shape)
   t = jnp.array([0.3, 0.8])
@@ -157,7 +158,7 @@ def test_dit_forward_and_gradients_equal_the_unsharded_model(mode, mesh_shape):
 
 
 def test_dit_rejects_a_token_count_the_context_axis_does_not_divide():
-  graphdef, params = train_state.abstract_model(_dit_config("ring"))
+  graphdef, params = factory.abstract_model(_dit_config("ring"))
   x = jax.ShapeDtypeStruct((2, 2, 16, 24, 3), jnp.float32)  # grid (1, 2, 3): 6 tokens
   context, mask = jnp.zeros((2, 12, 32)), jnp.ones((2, 12), bool)
   with jax.set_mesh(sharding.make_mesh({"data": 2, "context": 4})):

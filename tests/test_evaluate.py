@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import toy_world
+from vdit.toy import world as toy_world
 from tests.helpers import cli, make_toy_data
 from tests.tiny import tiny_config
-from vdit import provenance
+from vdit.media import provenance
 from vdit.eval import eval_config as eval_config_lib
 from vdit.eval import scores, train_toy_features
 from vdit.eval.toy_features import ToyFeatures
@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     config.eval.every_steps = 4
     config.eval.config = "configs/evals/toy.py"
     config.eval.overrides = ",".join(f"{k}={v}" for k, v in overrides.items())
-  from vdit import train
+  from vdit.training import dit_trainer as train
   train.train_and_evaluate(config, workdir)
   return {"root": root, "workdir": workdir, "reference": reference, "features": features, "overrides": overrides}
 
@@ -113,8 +113,8 @@ def test_too_small_reference_is_refused_before_sampling(setup):
 
 
 def test_workdir_without_checkpoint_and_bad_feature_weights_are_clear_errors(setup, tmp_path):
-  from vdit import checkpoint as ckpt_lib
-  from vdit import weights
+  from vdit.core import checkpoint as ckpt_lib
+  from vdit.core import weights
   from vdit.eval import toy_features
   empty = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
   with pytest.raises(ckpt_lib.CheckpointError, match="No checkpoint in .*train first"):

@@ -1,4 +1,4 @@
-"""vdit.flops: the documented formula against the matmuls the model really runs, and against XLA."""
+"""vdit.training.flops: the documented formula against the matmuls the model really runs, and against XLA."""
 import math
 
 import jax
@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax.extend import core as jax_core
 from tests.tiny import tiny_config
-from vdit import flops
+from vdit.training import flops
 from vdit.model.factory import build_model
 
 VIDEO = (2, 4, 32, 32, 3)  # B, T, H, W, C: 2 x 4 x 4 = 32 tokens per clip with the toy's (2, 8, 8) patch

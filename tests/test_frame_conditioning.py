@@ -7,11 +7,11 @@ import optax
 import pytest
 
 from tests.tiny import tiny_config
-from vdit import train_state
+from vdit.model import factory
 from vdit.diffusion import conditioning
-from vdit.sampling import VideoSampler
+from vdit.diffusion.generation import VideoSampler
 from vdit.text.tokenizer import Tokenizer
-from vdit.train_step import make_train_step
+from vdit.training.dit_step import make_train_step
 
 
 def _config(**overrides):
@@ -19,8 +19,8 @@ def _config(**overrides):
 
 
 def _model_parts(config, seed=0):
-  graphdef, _ = train_state.abstract_model(config)
-  params = train_state.init_params(config, jax.random.key(seed))
+  graphdef, _ = factory.abstract_model(config)
+  params = factory.init_params(config, jax.random.key(seed))
   # Move off the zero-initialised heads and gates so every input path reaches the output.
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))

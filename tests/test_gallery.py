@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from vdit import video_io
+from vdit.media import video_io
 from vdit.eval import gallery, plots
 
 _NASTY_PROMPT = 'a red <script>alert("x")</script> circle & "friends" moving left'

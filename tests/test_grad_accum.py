@@ -3,9 +3,10 @@ import jax
 import numpy as np
 
 from tests.tiny import tiny_config
-from vdit import sharding, train_state
+from vdit.parallel import sharding
+from vdit.training import train_state
 from vdit.text.tokenizer import Tokenizer
-from vdit.train import build_train_step
+from vdit.training.dit_trainer import build_train_step
 
 
 def _one_step(config, mesh, batch):

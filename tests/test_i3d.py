@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vdit import sharding
-from vdit import weights
+from vdit.parallel import sharding
+from vdit.core import weights
 from vdit.eval import i3d
 from vdit.eval import i3d_convert
 

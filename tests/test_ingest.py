@@ -11,7 +11,7 @@ import pytest
 from configs import videos
 from data_prep import clip_extract, ingest, sample_media
 from tests.helpers import cli
-from vdit import video_io
+from vdit.media import video_io
 from vdit.data import dataset_files, records
 from vdit.data.errors import DataError
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests import helpers, tiny
 from tests.tiny_weights import t5_files, vae_file
-from vdit import latents
+from vdit.vae import latents
 from vdit.data import dataset_files, latent_records
 
 
@@ -56,14 +56,17 @@ def test_cache_holds_the_vae_posterior_of_each_clip(cached):
 
 def test_train_on_cached_latents_and_sample_pixels(cached, tmp_path):
   """(vdit.sample's CLI on a latent workdir runs in tests/test_wan_workdir.py; here in process.)"""
-  from vdit import config_io, train, train_state
-  from vdit.sampling import VideoSampler, to_uint8
+  from vdit.config import config_io
+  from vdit.training import dit_trainer as train
+  from vdit.model import factory
+  from vdit.diffusion.generation import VideoSampler
+  from vdit.media.pixels import to_uint8
   from vdit.text.tokenizer import Tokenizer
   workdir = str(tmp_path / "run")
   state = train.train_and_evaluate(_config(cached), workdir)
   saved = config_io.load(workdir)
   assert saved.latent.vae == cached["vae"] and (saved.sample.num_frames, saved.sample.height) == (5, 16)
-  graphdef, _ = train_state.abstract_model(saved)
+  graphdef, _ = factory.abstract_model(saved)
   sampler = VideoSampler(graphdef, state["ema"], Tokenizer(saved.text.max_length), space=latents.from_config(saved))
   video = sampler.generate(["a red circle moving left"], [0], num_frames=5, height=16, width=16, channels=3,
                            patch_size=(1, 1, 1), steps=2, cfg=2.0)
@@ -71,20 +74,21 @@ def test_train_on_cached_latents_and_sample_pixels(cached, tmp_path):
 
 
 def test_train_on_cached_t5_embeddings(cached, tmp_path):
-  from vdit import train
+  from vdit.training import dit_trainer as train
   config = _config(cached, **{"text.encoder": "t5", "text.dim": 16, "text.max_length": 32, "text.t5_path": cached["t5"],
                               "text.tokenizer_path": cached["spm"]})
   state = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not any("text_encoder" in str(k) for k in state["params"])  # nothing of the encoder is trained
   # Sampling runs the frozen encoder on the prompt (in process: the CLI path is the test above).
-  from vdit import config_io, train_state
-  from vdit.sampling import VideoSampler
+  from vdit.config import config_io
+  from vdit.model import factory
+  from vdit.diffusion.generation import VideoSampler
   from vdit.text import conditioner
   saved = config_io.load(str(tmp_path / "run"))
   text = conditioner.for_sampling(saved)
   emb, mask = text.encode_batch(["a red circle"])
   assert emb.shape == (1, 32, 16) and not emb[0, mask[0].sum():].any()
-  graphdef, _ = train_state.abstract_model(saved)
+  graphdef, _ = factory.abstract_model(saved)
   sampler = VideoSampler(graphdef, state["ema"], text, space=latents.from_config(saved))
   image = sampler.generate(["a red circle"], [0], num_frames=1, height=16, width=16, channels=3,
                            patch_size=(1, 1, 1), steps=2, cfg=2.0)
@@ -92,7 +96,7 @@ def test_train_on_cached_t5_embeddings(cached, tmp_path):
 
 
 def test_latents_cached_with_another_vae_are_refused(cached, tmp_path):
-  from vdit import train
+  from vdit.training import dit_trainer as train
   other = vae_file(tmp_path / "other.safetensors", seed=1)
   with pytest.raises(latents.LatentSpaceError, match=r"different VAE .*other.safetensors"):
     train.resolve_config(_config(cached, **{"latent.vae": other}))

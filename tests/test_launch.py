@@ -224,7 +224,7 @@ def _local(program, *, background=False, **env):
 
 
 def test_local_processes_form_one_job():
-  program = ("import jax; from vdit import distributed; distributed.maybe_initialize(); "
+  program = ("import jax; from vdit.parallel import distributed; distributed.maybe_initialize(); "
              "assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4); "
              "print('ok', jax.process_index())")
   result = _local(program)

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit import config_io, train_state
+from vdit.config import config_io
+from vdit.model import factory
 from vdit.model import rope
 from vdit.model.factory import build_model
 from vdit.model.patchify import grid_shape, patchify, unpatchify
@@ -89,7 +90,7 @@ def test_text_padding_does_not_change_the_output():
 def _host_params(config):
   """Random parameters drawn on the host (no device init to compile): norm scales near 1, the rest
   N(0, 0.2^2), so the zero-initialised head and gates pass gradient everywhere."""
-  _, abstract = train_state.abstract_model(config)
+  _, abstract = factory.abstract_model(config)
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -101,7 +102,7 @@ def _host_params(config):
 
 def _dit_loss(config):
   """params -> (<DiT output, fixed target>, output) on a fixed 2x2x16x16 batch (4 tokens per video)."""
-  graphdef, _ = train_state.abstract_model(config)
+  graphdef, _ = factory.abstract_model(config)
   x = jax.random.normal(jax.random.key(3), (2, 2, 16, 16, 3))
   target = jax.random.normal(jax.random.key(4), x.shape)
   context = jax.random.normal(jax.random.key(5), (2, 12, config.text.dim))
@@ -124,7 +125,7 @@ def _output_and_grads(**overrides):
 def test_unrolled_blocks_equal_scanned_blocks_on_the_same_parameters():
   scanned, unrolled = tiny_config(), tiny_config(**{"model.scan_layers": False})
   # The same stacked parameter tree, so checkpoints load either way.
-  shapes = lambda c: jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(train_state.abstract_model(c)[1]))
+  shapes = lambda c: jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(factory.abstract_model(c)[1]))
   assert shapes(scanned) == shapes(unrolled)
   out, grads = _output_and_grads()
   out_unrolled, grads_unrolled = _output_and_grads(**{"model.scan_layers": False})

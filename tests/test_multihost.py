@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 from tests.helpers import cli, make_toy_data, run_processes
-from vdit import jsonl_writer
+from vdit.training import jsonl_writer
 
 # Constant learning rate after warmup, so runs stopping at different num_steps share a schedule.
 _ARGS = ["--config.train.checkpoint_every=3", "--config.optim.end_lr_fraction=1.0"]

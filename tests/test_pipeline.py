@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_prep import toy_world
+from vdit.toy import world as toy_world
 from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.data import records
 from vdit.data.errors import DataError

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from data_prep import toy_expander
-from vdit import prompt_expansion
+from vdit.toy import expander as toy_expander
+from vdit.text import prompt_expansion
 
 
 @pytest.mark.parametrize("prompt, caption", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import cli, make_toy_data
-from vdit import video_reader
+from vdit.media import video_reader
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_modes_from_the_command_line(workdir, tmp_path):
-  from vdit import video_io
+  from vdit.media import video_io
   image = np.random.default_rng(0).integers(0, 8, (16, 16, 3), dtype=np.uint8) * 32
   video_io.write_png(str(tmp_path / "first.png"), image)
   out = tmp_path / "i2v"
@@ -95,7 +95,7 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   assert video_reader.read_video(str(out / "000.png")).shape == (1, 32, 32, 3)
   tags = video_reader.read_tags(str(out / "000.png"))
   assert tags["caption"] == "a red circle" and tags["watermark"] == "vdit-grid16"
-  from vdit import watermark
+  from vdit.media import watermark
   assert watermark.detect(video_reader.read_video(str(out / "000.png")))[0]
   both = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'x'}", "--loop",
              f"--image={tmp_path / 'first.png'}")

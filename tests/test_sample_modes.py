@@ -1,11 +1,12 @@
-"""Sampling modes (vdit.sample_modes) on a tiny random model: each mode's conditioning frames land
+"""Sampling modes (vdit.diffusion.modes) on a tiny random model: each mode's conditioning frames land
 where they should and the result is assembled right; bad inputs give one clear error each."""
 import numpy as np
 import pytest
 
 from tests.test_frame_conditioning import _config, _model_parts
-from vdit import sample_modes, video_io
-from vdit.sampling import VideoSampler
+from vdit.diffusion import modes as sample_modes
+from vdit.media import video_io
+from vdit.diffusion.generation import VideoSampler
 from vdit.text.tokenizer import Tokenizer
 
 _OPTS = dict(num_frames=4, height=16, width=16, channels=3, patch_size=(2, 8, 8), steps=2, cfg=2.0,

@@ -6,9 +6,10 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit import sharding, train_state
+from vdit.parallel import sharding
+from vdit.model import factory
 from vdit.diffusion import flow, samplers
-from vdit.sampling import VideoSampler, initial_noise
+from vdit.diffusion.generation import VideoSampler, initial_noise
 from vdit.text.tokenizer import Tokenizer
 
 
@@ -25,7 +26,7 @@ def test_initial_noise_is_identical_however_sharded():
 
 def _trained_looking_params(config):
   """Random params with the zero-initialised head/modulations perturbed so outputs are non-trivial."""
-  params = train_state.init_params(config, jax.random.key(0))
+  params = factory.init_params(config, jax.random.key(0))
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(1), len(leaves))
   leaves = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
@@ -33,7 +34,7 @@ def _trained_looking_params(config):
 
 
 def _sampler(config, mesh=None):
-  graphdef, _ = train_state.abstract_model(config)
+  graphdef, _ = factory.abstract_model(config)
   return VideoSampler(graphdef, _trained_looking_params(config), Tokenizer(config.text.max_length), mesh=mesh)
 
 
@@ -57,7 +58,7 @@ def test_sampling_is_deterministic_and_independent_of_devices_and_batch():
 
 def test_cfg_scale_one_equals_the_conditional_velocity():
   config = tiny_config()
-  graphdef, _ = train_state.abstract_model(config)
+  graphdef, _ = factory.abstract_model(config)
   model = nnx.merge(graphdef, _trained_looking_params(config))
   tok = Tokenizer(config.text.max_length)
   cond = tuple(map(jnp.asarray, tok.encode_batch(["a red circle moving left", "a blue square moving up"])))
@@ -110,8 +111,8 @@ def test_guidance_interval_limits_guidance_to_its_steps():
   """Outside the interval a step is the conditional model alone; an empty-at-every-step interval
   equals cfg 1, the full interval equals plain guidance."""
   config = tiny_config()
-  graphdef, _ = train_state.abstract_model(config)
-  params = train_state.init_params(config, jax.random.key(0))
+  graphdef, _ = factory.abstract_model(config)
+  params = factory.init_params(config, jax.random.key(0))
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
   sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length))
   opts = dict(num_frames=2, height=16, width=16, channels=3, patch_size=(2, 8, 8), steps=4,

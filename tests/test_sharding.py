@@ -9,11 +9,14 @@ from flax import nnx
 
 from configs import dit_xl, wan_1p3b
 from tests.tiny import tiny_config
-from vdit import config_io, sharding, train_state
+from vdit.config import config_io
+from vdit.parallel import sharding
+from vdit.training import train_state
+from vdit.model import factory
 from vdit.diffusion import flow
 from vdit.text.tokenizer import Tokenizer
-from vdit.train import build_train_step
-from vdit.train_step import video_to_model_space
+from vdit.training.dit_trainer import build_train_step
+from vdit.media.pixels import to_model_space as video_to_model_space
 
 
 def test_make_mesh_fills_and_rejects_bad_shapes():
@@ -157,8 +160,8 @@ def test_pod_configs_initialise_abstractly_and_fsdp_shards_every_large_param(get
 
 def _gradients(config, mesh, params, batch):
   """Flow-matching loss gradients for fixed times and noise (no optimizer involved)."""
-  graphdef, _ = train_state.abstract_model(config)
-  params = jax.device_put(params, train_state.param_shardings(config, mesh))
+  graphdef, _ = factory.abstract_model(config)
+  params = jax.device_put(params, factory.param_shardings(config, mesh))
   batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
 
   def loss(params, batch):
@@ -178,7 +181,7 @@ def _config_and_params(**overrides):
   config = tiny_config(**overrides)
   with config.unlocked():
     config.sample.height = config.sample.width = 16
-  params = train_state.init_params(config, jax.random.key(0))
+  params = factory.init_params(config, jax.random.key(0))
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(2), len(leaves))
   return config, jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])

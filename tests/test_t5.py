@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vdit import sharding
-from vdit import weights
+from vdit.parallel import sharding
+from vdit.core import weights
 from vdit.text import t5
 from vdit.text import t5_weights
-from vdit.weights import WeightsError
+from vdit.core.weights import WeightsError
 
 _LENGTH = 24
 _LENGTHS = (24, 17, 5)  # real tokens per row; the rest is padding

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import toy_world
+from vdit.toy import world as toy_world
 from data_prep.vdit_clips import VditClips
 from tests.helpers import REPO, cli_env
 from vdit.data import dataset_files, records

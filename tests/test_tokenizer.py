@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from data_prep import toy_spec
+from vdit.toy import spec as toy_spec
 from vdit.text.tokenizer import PromptError, Tokenizer
 
 

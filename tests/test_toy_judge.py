@@ -1,4 +1,4 @@
-"""Tests for the toy judge (vdit.eval.toy) on clips rendered here with numpy."""
+"""Tests for the toy judge (vdit.toy.judge) on clips rendered here with numpy."""
 import json
 import os
 import subprocess
@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from data_prep import toy_spec
-from vdit import video_io
-from vdit.eval import toy
+from vdit.toy import spec as toy_spec
+from vdit.media import video_io
+from vdit.toy import judge as toy
 
 _SIZE, _FRAMES, _HALF, _STEP = 32, 10, 4, 2  # frame size, length, shape half-size, px per frame
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def test_swapped_shapes_score_zero_shape_accuracy(clips):
 
 
 def test_shapes_of_toy_world_clips_are_read_back():
-  from data_prep import toy_world
+  from vdit.toy import world as toy_world
   from vdit.data import dataset_files
   import tempfile
   with tempfile.TemporaryDirectory() as d:
@@ -184,7 +184,7 @@ def test_cli_prints_and_writes_report(clips, tmp_path):
   index = _write_index(root, "cli.jsonl", [(toy_spec.caption(*combos[0][:3]), combos[0][3])])
   out = tmp_path / "report.json"
   result = subprocess.run(
-      [sys.executable, "-m", "vdit.eval.toy", f"--index={index}", f"--out={out}"],
+      [sys.executable, "-m", "vdit.toy.judge", f"--index={index}", f"--out={out}"],
       cwd=_REPO, capture_output=True, text=True, check=True)
   assert json.loads(result.stdout) == json.loads(out.read_text())
   assert json.loads(out.read_text())["both_accuracy"] == 1.0

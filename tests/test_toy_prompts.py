@@ -1,7 +1,8 @@
 """The demo's evaluation prompts cover every held-out combination plus distinct seen ones."""
 import json
 
-from data_prep import toy_prompts, toy_spec
+from vdit.toy import prompts as toy_prompts
+from vdit.toy import spec as toy_spec
 from tests.helpers import make_toy_data
 
 

@@ -9,8 +9,8 @@ from array_record.python import array_record_module
 import numpy as np
 import pytest
 
-from data_prep import toy_spec
-from data_prep import toy_world
+from vdit.toy import spec as toy_spec
+from vdit.toy import world as toy_world
 from vdit.data import records
 
 _SMALL = dict(num_clips=96, num_frames=6, height=16, width=16, num_shards=3, num_held_out=6)

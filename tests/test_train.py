@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import cli, make_toy_data, popen
 from tests.tiny import tiny_config
-from vdit import jsonl_writer
+from vdit.training import jsonl_writer
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _losses(workdir):
 
 
 def test_loss_falls_on_toy_data(toy_data, tmp_path):
-  from vdit.train import train_and_evaluate
+  from vdit.training.dit_trainer import train_and_evaluate
   config = tiny_config(toy_data)
   with config.unlocked():
     config.train.num_steps = 60

@@ -1,4 +1,4 @@
-"""VAE training (vdit.vae.train_vae): loss falls, the export loads, a rerun resumes, bad input is one error.
+"""VAE training (vdit.training.vae_trainer): loss falls, the export loads, a rerun resumes, bad input is one error.
 
 One tiny run (5-frame 16x16 crops, base_dim 4, one down level; every loss term on: perceptual
 through a random toy feature network, the discriminator from step 4) is shared by the tests that
@@ -15,10 +15,12 @@ from flax import nnx
 from configs import vae_toy
 from tests.helpers import make_toy_data
 from tests.tiny import apply_overrides
-from vdit import jsonl_writer, weights
-from vdit.config_io import ConfigError
+from vdit.training import jsonl_writer
+from vdit.core import weights
+from vdit.config.config_io import ConfigError
 from vdit.eval import toy_features
-from vdit.vae import train_vae, wan_vae
+from vdit.vae import wan_vae
+from vdit.training import vae_trainer as train_vae
 
 _STEPS = 8
 

@@ -1,11 +1,12 @@
-"""Tests for vdit.video_io: round trips, contact sheets, atomic writes and read errors."""
+"""Tests for vdit.media.video_io: round trips, contact sheets, atomic writes and read errors."""
 import os
 
 import numpy as np
 import pytest
 
-from data_prep import toy_spec
-from vdit import video_io, video_reader
+from vdit.toy import spec as toy_spec
+from vdit.media import video_io
+from vdit.media import video_reader
 
 
 def _toy_clip(num_frames=8, height=32, width=32):

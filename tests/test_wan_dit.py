@@ -15,9 +15,9 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit import config_io
-from vdit import convert
-from vdit import weights
+from vdit.config import config_io
+from vdit.interop.wan import dit_weights as convert
+from vdit.core import weights
 from vdit.model import factory
 
 _WAN = dict(_class_name="WanTransformer3DModel", patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from vdit import weights
-from vdit.vae import convert_wan_vae
+from vdit.core import weights
+from vdit.interop.wan import vae_weights as convert_wan_vae
 from vdit.vae import wan_vae
 
 _TINY = dict(base_dim=8, z_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1, attn_scales=(),
@@ -140,7 +140,7 @@ def reference(tmp_path_factory):
   weights.save(str(directory / "diffusion_pytorch_model.safetensors"),
                {k: v.detach().numpy() for k, v in ref.state_dict().items()})
   out = directory / "vae.safetensors"
-  run = helpers.cli("vdit.vae.convert_wan_vae", f"--input={directory / 'diffusion_pytorch_model.safetensors'}",
+  run = helpers.cli("vdit.interop.wan.vae_weights", f"--input={directory / 'diffusion_pytorch_model.safetensors'}",
                     f"--config={directory / 'config.json'}", f"--output={out}")
   assert run.returncode == 0, run.stderr[-2000:]
   return torch, ref, wan_vae.load(str(out))

@@ -12,7 +12,7 @@ import pytest
 from tests import helpers
 from tests.test_wan_dit import _WAN, _random_wan
 from tests.tiny_weights import diffusers_vae_folder, t5_files
-from vdit import weights
+from vdit.core import weights
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_converted_release_samples_with_vdit_sample(pipeline, tmp_path):
   run = helpers.cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle", f"--out={out}", "--steps=2",
                     "--num_frames=5", "--height=16", "--width=16", "--batch_size=8")
   assert run.returncode == 0, run.stderr[-2000:]
-  from vdit import video_reader
+  from vdit.media import video_reader
   frames = video_reader.read_video(str(out / "000.mp4"))
   assert frames.shape[:3] == (5, 64, 64)
 
@@ -50,12 +50,17 @@ def test_converted_release_samples_with_vdit_sample(pipeline, tmp_path):
 def test_converted_params_are_the_release_tensors(pipeline, tmp_path):
   """The checkpoint holds exactly the converter's DiT tensors (what test_wan_dit checks against diffusers)."""
   import jax
-  from vdit import checkpoint as ckpt_lib, config_io, convert, sharding, train_state, wan_workdir
+  from vdit.core import checkpoint as ckpt_lib
+  from vdit.config import config_io
+  from vdit.interop.wan import dit_weights as convert
+  from vdit.parallel import sharding
+  from vdit.model import factory
+  from vdit.interop.wan import workdir as wan_workdir
   workdir = str(tmp_path / "wan")
   wan_workdir.build(str(pipeline), workdir)
   config = config_io.load(workdir)
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
-  params = checkpointer.restore_item(0, "ema", train_state.abstract_params(config, sharding.make_mesh({"data": -1})))
+  params = checkpointer.restore_item(0, "ema", factory.abstract_params(config, sharding.make_mesh({"data": -1})))
   tensors = convert.convert_state_dict(convert.read_weights(str(pipeline / "transformer")),
                                        convert.read_config(str(pipeline / "transformer" / "config.json")))
   np.testing.assert_array_equal(np.asarray(params["dit"]["head"]["kernel"]), tensors["head.kernel"])
@@ -71,7 +76,7 @@ def test_missing_tokenizer_is_one_clear_error(pipeline, tmp_path):
   broken = tmp_path / "broken"
   shutil.copytree(pipeline, broken)
   os.remove(broken / "tokenizer" / "spiece.model")
-  from vdit import wan_workdir
+  from vdit.interop.wan import workdir as wan_workdir
   with pytest.raises(weights.WeightsError, match=r"Tokenizer file .*tokenizer/spiece.model' does not exist"):
     wan_workdir.build(str(broken), str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()  # checked before anything is written

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import toy_spec, toy_world
+from vdit.toy import world as toy_world
+from vdit.toy import spec as toy_spec
 from tests.helpers import REPO, cli_env
-from vdit import video_io, video_reader, watermark
+from vdit.media import video_io
+from vdit.media import video_reader
+from vdit.media import watermark
 
 _CLIPS = 100
 

@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 
-from vdit import weights
-from vdit.vae import convert_wan_vae, wan_vae
+from vdit.core import weights
+from vdit.vae import wan_vae
+from vdit.interop.wan import vae_weights as convert_wan_vae
 
 _VAE = dict(base_dim=8, z_dim=4, dim_mult=(1, 1, 1, 1), num_res_blocks=1, attn_scales=(),
             temperal_downsample=(False, True, True), latents_mean=(0.1, -0.2, 0.3, 0.0),

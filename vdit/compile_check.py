@@ -3,7 +3,7 @@
   python -m vdit.compile_check --config=configs/dit_xl.py --topology=tpu:v5p:4x4x4 \
       --height=256 --width=256 [--config.mesh.fsdp=-1 ...] [--memory_per_device_gb=95]
 
-Lowers and compiles the jitted step that vdit.train runs (sharded, donated state) on abstract
+Lowers and compiles the jitted step that vdit.training.dit_trainer runs (sharded, donated state) on abstract
 arrays: nothing is allocated and nothing runs, so a mesh, batch or memory problem shows up on a
 CPU machine in minutes rather than after a pod is allocated. Prints one JSON object.
 Exit status: 0 fits (or no memory limit is known); 1 would not fit; 2 bad config, topology or mesh.
@@ -25,6 +25,7 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+from vdit.core.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
                                           lock_config=True)
@@ -44,13 +45,13 @@ _TPU_CHIPS = {
     "v5e": ("v5e", "default", 2, 16),
     "v6e": ("v6e", "default", 2, 32),
 }
-# vdit.flops.device_family names -> HBM GiB, for `local` devices that do not report their limit.
+# vdit.training.flops.device_family names -> HBM GiB, for `local` devices that do not report their limit.
 _HBM_GIB = {"tpu_v4": 32, "tpu_v5e": 16, "tpu_v5p": 95, "tpu_v6e": 32, "a100": 80, "h100": 80, "gh200": 96,
             "h200": 141, "b200": 180}
 _GIB = 2**30
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError):
   pass
 
 
@@ -116,7 +117,7 @@ def _tpu_devices(chip: str, dims: tuple, num_slices: int) -> list:
 
 def _memory_limit_gib(kind: str, spec: tuple, devices) -> float | None:
   """The target's memory per device: the chip's HBM, or what a local accelerator reports."""
-  from vdit import flops
+  from vdit.training import flops
   if kind == "tpu":
     return float(_TPU_CHIPS[spec[0]][3])
   if kind == "local" and devices[0].platform != "cpu":
@@ -129,7 +130,7 @@ def _memory_limit_gib(kind: str, spec: tuple, devices) -> float | None:
 
 def clip_shape(config, frames: int, height: int, width: int):
   """(frames, height, width, bucket name or None): the flags, else the config, else the data's largest bucket."""
-  from vdit.config_io import ConfigError
+  from vdit.core.errors import ConfigError
   frames = frames or config.data.num_frames or config.sample.num_frames
   height, width = height or config.sample.height, width or config.sample.width
   _, ph, pw = config.model.patch_size
@@ -154,7 +155,11 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   import numpy as np
-  from vdit import config_io, flops, latents, sharding, train_state
+  from vdit.config import config_io
+  from vdit.training import flops
+  from vdit.vae import latents
+  from vdit.parallel import sharding
+  from vdit.training import train_state
   from vdit.data import bucket_plan
   from vdit.text import conditioner
   from vdit.text.tokenizer import Tokenizer
@@ -168,7 +173,7 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   if not frozen_text:
     with config.unlocked():
       config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
-  # As vdit.train plans batches: each splits over the batch devices, the hosts and, on each
+  # As vdit.training.dit_trainer plans batches: each splits over the batch devices, the hosts and, on each
   # device, into the gradient-accumulation microbatches.
   mesh = sharding.make_mesh(dict(config.mesh), devices, dcn_mesh_shape=dict(config.get("dcn_mesh", {})))
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -198,7 +203,7 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
                                       ("text_mask", (plan.batch_size, length), "bool"))}
   key_dtype = jax.eval_shape(lambda: jax.random.key(0)).dtype
   key = jax.ShapeDtypeStruct((), key_dtype, sharding=NamedSharding(mesh, P()))
-  from vdit.train import build_train_step  # after the checks above: it loads the trainer's heavy imports
+  from vdit.training.dit_trainer import build_train_step  # after the checks above: it loads the trainer's heavy imports
   empty = (conditioner.CachedEmptyCaption(np.zeros((1, config.text.dim)), length) if frozen_text
            else Tokenizer(length))
   step = build_train_step(config, mesh, tx, empty)
@@ -250,8 +255,8 @@ def main(argv):
     _use_cpu_devices(spec[0])
   elif kind == "tpu":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # tracing runs on the host; the TPU, if any, stays free
-  from vdit import logs
-  from vdit.errors import USER_ERRORS
+  from vdit.core import logs
+  from vdit.core.errors import UserError
   logs.quiet_library_logs()
   import jax
   # Cached executables would report load time as compile time.
@@ -261,7 +266,7 @@ def main(argv):
     limit = _MEMORY.value if _MEMORY.value is not None else _memory_limit_gib(kind, spec, devices)
     report = check(_CONFIG.value, devices, frames=_NUM_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,
                    memory_limit_gib=limit)
-  except (*USER_ERRORS, TopologyError) as e:
+  except UserError as e:
     _fail(f"error: {e}", 2)
   report = {"topology": _TOPOLOGY.value, **report}
   print(json.dumps(report, indent=2))

@@ -13,7 +13,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vdit import distributed, logs
+from vdit.parallel import distributed
+from vdit.core import logs
 
 _EVAL = config_flags.DEFINE_config_file("eval", None, "Eval config file (configs/evals/NAME.py[:args]).",
                                         lock_config=True)
@@ -27,8 +28,10 @@ flags.mark_flags_as_required(["eval", "workdir"])
 def run():
   import jax
 
-  from vdit import checkpoint as ckpt_lib
-  from vdit import config_io, sharding, train_state
+  from vdit.core import checkpoint as ckpt_lib
+  from vdit.config import config_io
+  from vdit.parallel import sharding
+  from vdit.model import factory
   from vdit.eval.evaluator import Evaluator
 
   workdir = _WORKDIR.value
@@ -44,7 +47,7 @@ def run():
   out = _OUT.value or os.path.join(workdir, "eval", eval_config.name)
   mesh = sharding.make_mesh({"data": -1})
   evaluator = Evaluator(config, eval_config, workdir=workdir, out_dir=out, mesh=mesh)
-  target = train_state.abstract_params(config, mesh)
+  target = factory.abstract_params(config, mesh)
   for step in steps:
     params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
     results = evaluator.run(params, step)
@@ -60,7 +63,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_library_logs()
   distributed.maybe_initialize()
-  from vdit.errors import exit_on_user_error
+  from vdit.core.errors import exit_on_user_error
   exit_on_user_error(run)
 
 

@@ -8,7 +8,8 @@ Rerunning the same command resumes from the workdir's latest checkpoint.
 from absl import app, flags
 from ml_collections import config_flags
 
-from vdit import distributed, logs
+from vdit.parallel import distributed
+from vdit.core import logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
                                           lock_config=True)
@@ -21,8 +22,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_library_logs()
   distributed.maybe_initialize()
-  from vdit import train  # after distributed init: importing jax-heavy modules is fine, using devices is not
-  from vdit.errors import exit_on_user_error
+  from vdit.training import dit_trainer as train  # after distributed init: importing jax-heavy modules is fine, using devices is not
+  from vdit.core.errors import exit_on_user_error
   exit_on_user_error(lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
 
 

@@ -12,7 +12,8 @@ import os
 
 from absl import app, flags
 
-from vdit import distributed, logs
+from vdit.parallel import distributed
+from vdit.core import logs
 from vdit.diffusion.samplers import SAMPLERS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
@@ -131,10 +132,14 @@ def run(argv_flags=None):
   import jax
   from tqdm import tqdm
 
-  from vdit import checkpoint as ckpt_lib
-  from vdit import config_io, latents, sharding, train_state
-  from vdit import prompt_expansion, sample_modes
-  from vdit.sampling import VideoSampler
+  from vdit.core import checkpoint as ckpt_lib
+  from vdit.config import config_io
+  from vdit.vae import latents
+  from vdit.parallel import sharding
+  from vdit.model import factory
+  from vdit.text import prompt_expansion
+  from vdit.diffusion import modes as sample_modes
+  from vdit.diffusion.generation import VideoSampler
   from vdit.text import conditioner
 
   config = config_io.for_inference(config_io.load(_WORKDIR.value))
@@ -161,8 +166,8 @@ def run(argv_flags=None):
     raise ckpt_lib.CheckpointError(f"Checkpoint step {step} does not match {_WORKDIR.value}/config.json: "
                                    f"{ckpt_lib.describe_mismatch(saved, config_io.model_signature(config))}.")
 
-  graphdef, _ = train_state.abstract_model(config)
-  target = train_state.abstract_params(config, mesh)
+  graphdef, _ = factory.abstract_model(config)
+  target = factory.abstract_params(config, mesh)
   params = checkpointer.restore_item(step, "ema" if _EMA.value else "params", target)
   checkpointer.close()
 
@@ -192,7 +197,7 @@ def run(argv_flags=None):
   if num_frames == 1:
     videos = [v[:1] for v in videos]
   if _WATERMARK.value:
-    from vdit import watermark
+    from vdit.media import watermark
     videos = [watermark.embed(v) for v in videos]
 
   if jax.process_index() == 0:
@@ -201,7 +206,8 @@ def run(argv_flags=None):
 
 
 def write_outputs(out, prompts, seeds, videos, *, step, workdir, opts):
-  from vdit import provenance, video_io
+  from vdit.media import provenance
+  from vdit.media import video_io
   os.makedirs(out, exist_ok=True)
   records = []
   for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
@@ -242,7 +248,7 @@ def main(argv):
     raise app.UsageError("--workdir and --out are required.")
   logs.quiet_library_logs()
   distributed.maybe_initialize()
-  from vdit.errors import exit_on_user_error
+  from vdit.core.errors import exit_on_user_error
   exit_on_user_error(run, UsageError)
 
 

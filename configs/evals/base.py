@@ -10,7 +10,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
   c.name = "eval"  # outputs go to WORKDIR/eval/NAME unless --out is given
   c.seed = 0  # video i uses seed + i; validation noise and KID subsets derive from it too
 
-  # Prompts: "toy" (data_prep.toy_prompts: held-out + seen combinations of the reference's toy
+  # Prompts: "toy" (vdit.toy.prompts: held-out + seen combinations of the reference's toy
   # world), "reference" (captions of the first reference clips), or a text file, one per line.
   c.prompts = "reference"
   c.num_prompts = 64  # with prompts="reference"

@@ -152,7 +152,7 @@ def make_train_iterator(buckets: list[Bucket], *, tokenizer, seed: int, caption_
     A grain DatasetIterator yielding {"video": uint8 [b, T, H, W, 3], "tokens": int32 [b, L],
     "text_mask": bool [b, L]} with b = the bucket's batch size // jax.process_count(). Supports
     get_state() / set_state() (a JSON dict, the same on every process: checkpoints store it once,
-    vdit.checkpoint) and legacy_restore_args for checkpoints of earlier versions.
+    vdit.core.checkpoint) and legacy_restore_args for checkpoints of earlier versions.
   """
   process_index, process_count = jax.process_index(), jax.process_count()
   for bucket in buckets:

@@ -60,7 +60,7 @@ def encode_clip(frames: np.ndarray, caption: str, *, codec: str = "raw", quality
   if codec == "raw":
     payload = np.ascontiguousarray(frames).tobytes()
   else:
-    from vdit import video_io  # Pillow, only when compressing
+    from vdit.media import video_io  # Pillow, only when compressing
     payload = [video_io.encode_image_bytes(frame, codec, quality) for frame in frames]
   record = {
       "format_version": FORMAT_VERSION,
@@ -119,7 +119,7 @@ def _decode_raw(payload, shape) -> np.ndarray:
 
 
 def _decode_images(payload, shape) -> np.ndarray:
-  from vdit import video_reader  # Pillow, only for compressed records
+  from vdit.media import video_reader  # Pillow, only for compressed records
   if not isinstance(payload, list) or len(payload) != shape[0]:
     raise DataError(f"Clip record should hold {shape[0]} encoded frames; the record is corrupt.")
   try:

@@ -2,7 +2,7 @@
 import importlib.util
 import os
 
-from vdit.config_io import ConfigError
+from vdit.core.errors import ConfigError
 
 FEATURE_KINDS = ("toy", "i3d")
 ALIGNMENT_KINDS = ("toy", "")

@@ -10,12 +10,15 @@ import time
 
 import numpy as np
 
-from vdit import latents, sharding, train_state
-from vdit.config_io import ConfigError
+from vdit.vae import latents
+from vdit.parallel import sharding
+from vdit.model import factory
+from vdit.core.errors import ConfigError
 from vdit.data import dataset_files
 from vdit.eval import eval_config as eval_config_lib
 from vdit.eval import scores, val_loss
-from vdit.sampling import VideoSampler, to_uint8
+from vdit.diffusion.generation import VideoSampler
+from vdit.media import pixels
 from vdit.text import conditioner
 
 
@@ -33,7 +36,7 @@ def load_features(kind: str, path: str, *, mesh, batch_size: int):
 
 def eval_prompts(c, reference_clips) -> list[str]:
   if c.prompts == "toy":
-    from data_prep import toy_prompts
+    from vdit.toy import prompts as toy_prompts
     return toy_prompts.eval_prompts(c.reference_dir, c.toy_prompts.num_seen, c.toy_prompts.repeats, seed=c.seed)
   if c.prompts == "reference":
     return [clip["caption"] for clip in reference_clips[:c.num_prompts]]
@@ -83,7 +86,7 @@ class Evaluator:
                                                        self.shape[0])
     self.timing = {"reference_features_s": round(time.time() - t0, 2)}
 
-    graphdef, _ = train_state.abstract_model(model_config)
+    graphdef, _ = factory.abstract_model(model_config)
     self.sampler = VideoSampler(graphdef, None, self.tokenizer, mesh=mesh, space=self.space)
     self.loss_fn = val_loss.make_loss_fn(graphdef) if c.metrics.val_loss else None
     val_clips = self.reference[:c.val.num_clips] if c.metrics.val_loss else []
@@ -97,7 +100,7 @@ class Evaluator:
       return frames
     tf = self.space.temporal_factor
     frames = frames[:1 + (frames.shape[0] - 1) // tf * tf]
-    return np.asarray(self.space.encode(frames[None].astype(np.float32) / 127.5 - 1.0))[0]
+    return np.asarray(self.space.encode(pixels.to_model_space(frames[None])))[0]
 
   def sample(self, params) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] for the prompt set, in batches of eval sample.batch_size."""
@@ -112,7 +115,7 @@ class Evaluator:
     for start in range(0, len(self.prompts), e.batch_size):
       batch = slice(start, start + e.batch_size)
       x = self.sampler.generate(self.prompts[batch], self.seeds[batch], **opts)
-      videos.append(to_uint8(sharding.to_host(x)))
+      videos.append(pixels.to_uint8(sharding.to_host(x)))
     self.sample_options = {k: v for k, v in opts.items() if k not in ("channels", "patch_size")}
     return np.concatenate(videos)
 
@@ -150,7 +153,7 @@ class Evaluator:
     return results
 
   def _results(self, step, metrics, skipped, per_video, val, timing) -> dict:
-    from vdit import provenance
+    from vdit.media import provenance
     results = {
         "format": "vdit-eval", "version": 1, "eval_name": self.c.name, "step": int(step),
         "workdir": self.workdir, "config_hash": provenance.config_hash(self.workdir),

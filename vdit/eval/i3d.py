@@ -9,7 +9,7 @@ and load it with `I3DFeatures("i3d.safetensors")`.
 
 Parameter names mirror the PyTorch ones (`Mixed_3b.b1b.conv.kernel` is `Mixed_3b.b1b.conv3d.weight`,
 `...bn.mean` is `...bn.running_mean`). Batch-norm running statistics are plain nnx.Params: the network
-is inference-only, so vdit.weights saves and loads them like any other weight.
+is inference-only, so vdit.core.weights saves and loads them like any other weight.
 """
 import math
 
@@ -19,8 +19,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vdit import weights
-from vdit.sharding import batch_sharding
+from vdit.core import weights
+from vdit.parallel.sharding import batch_sharding
 
 FORMAT = "vdit-i3d"
 FRAME_SIZE = 224

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from vdit import weights
+from vdit.core import weights
 from vdit.eval import i3d
 
 # PyTorch parameter suffix -> vdit suffix; the unit prefix (`Mixed_3b.b1b`, `logits`) is the same.

@@ -9,7 +9,7 @@ import glob
 import json
 import os
 
-from vdit import video_io
+from vdit.media import video_io
 from vdit.data import dataset_files
 from vdit.eval import gallery, plots
 

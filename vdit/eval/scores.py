@@ -10,8 +10,9 @@ import os
 
 import numpy as np
 
-from data_prep import toy_spec
-from vdit.eval import stats, toy
+from vdit.toy import spec as toy_spec
+from vdit.eval import stats
+from vdit.toy import judge as toy
 
 
 def sample_size_problems(c, features, *, num_generated: int, num_reference: int, num_frames: int) -> list[str]:

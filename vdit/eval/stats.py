@@ -4,9 +4,10 @@ All arithmetic is float64 NumPy on the host: the sets are small (N x D features)
 are compared across papers, so they must not depend on the accelerator's matmul precision.
 """
 import numpy as np
+from vdit.core.errors import UserError
 
 
-class InsufficientSamplesError(ValueError):
+class InsufficientSamplesError(UserError):
   """A feature set is too small for the statistic to mean anything."""
 
 

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdit import sharding, weights
+from vdit.media import pixels
+from vdit.parallel import sharding
+from vdit.core import weights
 
 FORMAT = "vdit-toy-features"
 INPUT_SIZE = 32  # frames are resized to this square before the conv net
@@ -71,7 +73,7 @@ def load(path: str) -> tuple[ToyEncoder, dict]:
 
 
 def _to_model_space(videos_uint8):
-  return jnp.asarray(videos_uint8, jnp.float32) / 127.5 - 1.0
+  return pixels.to_model_space(jnp.asarray(videos_uint8))
 
 
 class ToyFeatures:

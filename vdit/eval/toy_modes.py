@@ -16,11 +16,17 @@ import os
 from absl import app, flags
 import numpy as np
 
-from data_prep import toy_spec, toy_world
-from vdit import checkpoint as ckpt_lib
-from vdit import config_io, logs, sample_modes, sharding, train_state, video_io
-from vdit.eval import toy as judge
-from vdit.sampling import VideoSampler
+from vdit.toy import world as toy_world
+from vdit.toy import spec as toy_spec
+from vdit.core import checkpoint as ckpt_lib
+from vdit.config import config_io
+from vdit.core import logs
+from vdit.diffusion import modes as sample_modes
+from vdit.parallel import sharding
+from vdit.model import factory
+from vdit.media import video_io
+from vdit.toy import judge
+from vdit.diffusion.generation import VideoSampler
 from vdit.text.tokenizer import Tokenizer
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy", "A trained toy workdir.")
@@ -166,8 +172,8 @@ def load_sampler(workdir: str):
   s = config.sample
   checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   mesh = sharding.make_mesh({"data": -1})
-  graphdef, _ = train_state.abstract_model(config)
-  params = checkpointer.restore_item(checkpointer.latest_step(), "ema", train_state.abstract_params(config, mesh))
+  graphdef, _ = factory.abstract_model(config)
+  params = checkpointer.restore_item(checkpointer.latest_step(), "ema", factory.abstract_params(config, mesh))
   checkpointer.close()
   sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length), mesh=mesh)
   opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=3,

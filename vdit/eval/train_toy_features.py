@@ -16,8 +16,9 @@ import optax
 from absl import app, flags
 from flax import nnx
 
-from data_prep import toy_spec
-from vdit import weights
+from vdit.media import pixels
+from vdit.toy import spec as toy_spec
+from vdit.core import weights
 from vdit.data import dataset_files
 from vdit.eval import toy_features
 from vdit.text.tokenizer import Tokenizer
@@ -78,7 +79,7 @@ def train(data_dir: str, out: str, *, steps: int = 600, batch_size: int = 64, nu
 
   def losses(models, batch):
     encoder, probes = models
-    x = jnp.asarray(batch["video"], jnp.float32) / 127.5 - 1.0
+    x = pixels.to_model_space(jnp.asarray(batch["video"]))
     frames = encoder.frame_embeddings(x)
     video = encoder.video_embedding(frames)
     loss = _contrastive(video, encoder.text_embedding(batch["tokens"], batch["mask"]), batch["caption_ids"],

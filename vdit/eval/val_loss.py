@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdit import sharding
+from vdit.parallel import sharding
 from vdit.diffusion import flow
-from vdit.sampling import initial_noise
-from vdit.train_step import video_to_model_space
+from vdit.diffusion.generation import initial_noise
+from vdit.media import pixels
 
 
 def make_loss_fn(graphdef, rules=sharding.DEFAULT_RULES):
@@ -23,7 +23,7 @@ def make_loss_fn(graphdef, rules=sharding.DEFAULT_RULES):
   def per_clip_loss(params, video, tokens, mask, t, noise):
     model = nnx.merge(graphdef, params)
     with sharding.activation_rules(rules):
-      x0 = video_to_model_space(video)
+      x0 = pixels.to_model_space(video)
       times = jnp.full((x0.shape[0],), t, jnp.float32)
       x_t, target = flow.noisy_sample(x0, noise, times)
       velocity = model.velocity(x_t, times, model.encode_text(tokens, mask), mask)

@@ -14,7 +14,7 @@ from flax import nnx
 from vdit.model import context_parallel as context_parallel_lib
 from vdit.model import rope
 from vdit.model.layers import Dense, RMSNorm
-from vdit.sharding import constrain
+from vdit.parallel.sharding import constrain
 
 BACKENDS = ("xla", "cudnn", "splash")
 QK_NORMS = ("per_head", "across_heads")

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from vdit import sharding
+from vdit.parallel import sharding
 
 MODES = ("none", "ulysses", "ring")
 AXIS = "context"

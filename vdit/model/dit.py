@@ -14,7 +14,7 @@ from vdit.model import rope
 from vdit.model.attention import Attention
 from vdit.model.layers import MLP, Dense, LayerNorm, timestep_embedding
 from vdit.model.patchify import grid_shape, patchify, unpatchify
-from vdit.sharding import axis_size, constrain
+from vdit.parallel.sharding import axis_size, constrain
 
 # What a block's backward pass keeps from the forward (the rest is recomputed). "dots" keeps the
 # outputs of matmuls against weights (not attention's batched ones); "dots_all" also keeps those;

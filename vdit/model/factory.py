@@ -1,13 +1,16 @@
-"""Builds the generator (text encoder + DiT) from the `model` and `text` config sections.
+"""Builds the generator (text encoder + DiT) from the `model` and `text` config sections, abstractly
+(shapes and shardings, for restoring) or initialised.
 
 The only model code that reads a config; everything below takes plain arguments.
 """
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vdit.parallel import sharding
+
 from vdit.model.dit import VARIANTS, DiT
 from vdit.model.text_encoder import TextEncoder
-from vdit.text.tokenizer import Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -60,8 +63,10 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
   dtype, param_dtype = dtype_from_name(m.dtype), dtype_from_name(m.param_dtype)
   text_encoder = None  # text.encoder="t5": frozen, outside the model (vdit/text/conditioner.py)
   if t.get("encoder", "trainable") == "trainable":
-    vocab_size = t.vocab_size or Tokenizer(t.max_length).vocab_size  # 0: the shipped tokenizer
-    text_encoder = TextEncoder(vocab_size=vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
+    if not t.vocab_size:
+      raise ValueError("config.text.vocab_size is 0: the config boundary sets it to the tokenizer's size "
+                       "(vdit.text.tokenizer) before a model is built.")
+    text_encoder = TextEncoder(vocab_size=t.vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
                                mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   # .get: workdir configs written before a key existed rebuild with its old behaviour.
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
@@ -70,3 +75,25 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
             attention=m.get("attention", "xla"), context_parallel=m.get("context_parallel", "none"),
             scan_layers=m.get("scan_layers", True), **VARIANTS[m.get("variant", "vdit")], rngs=rngs, dtype=dtype, param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)
+
+def abstract_model(config):
+  """(graphdef, abstract param State with logical-axis metadata), without allocating anything."""
+  model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("The model has non-parameter state; the train state only carries nnx.Param.")
+  return graphdef, params
+
+def param_shardings(config, mesh, rules=sharding.DEFAULT_RULES):
+  _, params = abstract_model(config)
+  return sharding.state_shardings(params, mesh, rules)
+
+def abstract_params(config, mesh, rules=sharding.DEFAULT_RULES) -> dict:
+  """ShapeDtypeStructs with shardings for the parameters alone (restore targets for sampling)."""
+  shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
+                      param_shardings(config, mesh, rules))
+
+def init_params(config, key) -> dict:
+  model = build_model(config, nnx.Rngs(key))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))

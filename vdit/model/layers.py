@@ -1,4 +1,4 @@
-"""Basic layers whose parameters carry logical axis names (see `vdit.sharding`).
+"""Basic layers whose parameters carry logical axis names (see `vdit.parallel.sharding`).
 
 Parameters are stored in `param_dtype` and cast to the compute `dtype` at use; normalisation and
 softmax statistics stay in float32.
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vdit.sharding import constrain
+from vdit.parallel.sharding import constrain
 
 
 def _init(initializer, rngs, shape, param_dtype, logical_axes):
@@ -87,7 +87,7 @@ ACTIVATIONS = {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True), "silu": 
 class MLP(nnx.Module):
   """Two-layer MLP (GELU, tanh approximation, unless `activation` names another of ACTIVATIONS),
   hidden dim sharded along 'mlp'; `length_axis` names the token axis of [B, L, D] inputs
-  ('length': video tokens, 'text_length': text; see vdit.sharding)."""
+  ('length': video tokens, 'text_length': text; see vdit.parallel.sharding)."""
 
   def __init__(self, dim, hidden_dim, *, rngs, out_dim=None, zero_init_out=False, length_axis="length",
                activation="gelu_tanh", dtype=jnp.float32, param_dtype=jnp.float32):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdit import weights
+from vdit.core import weights
 from vdit.text.tokenizer import Tokenizer
 
 ENCODERS = ("trainable", "t5")

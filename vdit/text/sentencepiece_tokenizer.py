@@ -13,9 +13,10 @@ import numpy as np
 import sentencepiece
 
 from vdit.text.tokenizer import pad_batch, prompt_list
+from vdit.core.errors import UserError
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(UserError):
   """A tokenizer file that is missing or is not a sentencepiece model."""
 
 

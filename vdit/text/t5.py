@@ -8,7 +8,7 @@ layer; umT5 gives every layer its own. Dropout is absent (inference only).
 
 `T5Encoder(tokens [B, L] int32, mask [B, L] bool) -> [B, L, d_model]` fills the `TextEncoder`
 interface (`dim` attribute); padded positions of the output are zero. Every parameter carries
-logical axes (vdit.sharding): the vocabulary table ('vocab', 'embed'), projections
+logical axes (vdit.parallel.sharding): the vocabulary table ('vocab', 'embed'), projections
 ('embed', 'heads', 'kv') and ('embed', 'mlp'), so umT5-XXL (5.7B) shards over fsdp x tensor.
 Weights from Hugging Face files: `vdit.text.t5_weights`.
 """
@@ -21,7 +21,8 @@ import numpy as np
 from flax import nnx
 
 from vdit.model.layers import Dense, Embed
-from vdit.sharding import constrain
+from vdit.parallel.sharding import constrain
+from vdit.core.errors import UserError
 
 MODEL_TYPES = ("t5", "umt5")
 ACTIVATIONS = {
@@ -32,7 +33,7 @@ ACTIVATIONS = {
 }
 
 
-class T5ConfigError(ValueError):
+class T5ConfigError(UserError):
   pass
 
 

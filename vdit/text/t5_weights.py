@@ -8,7 +8,7 @@ tensors are skipped. HF Linear weights are [out, in]; vdit kernels are [in, out]
 ([d_model, heads, d_kv] and [heads, d_kv, d_model]).
 
 Every mismatch (a missing, unexpected or misshapen tensor, a bad config.json or index) is one
-`WeightsError` naming the file and the tensor. Files are read through `vdit.weights` (the one
+`WeightsError` naming the file and the tensor. Files are read through `vdit.core.weights` (the one
 safetensors importer), one shard at a time; the network is built abstractly (no random init of
 billions of parameters), cast to `param_dtype` (bfloat16 for umT5-XXL) and, given a mesh, placed
 sharded by its logical axes.
@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdit import sharding
-from vdit import weights
+from vdit.parallel import sharding
+from vdit.core import weights
 from vdit.text.t5 import T5Config, T5ConfigError, T5Encoder
-from vdit.weights import WeightsError
+from vdit.core.weights import WeightsError
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"

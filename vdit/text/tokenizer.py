@@ -14,6 +14,7 @@ import importlib.resources
 import re
 
 import numpy as np
+from vdit.core.errors import UserError
 
 _NUM_SPECIAL = 2  # PAD, EOS.
 _NUM_BYTES = 256
@@ -22,7 +23,7 @@ _WORD_RE = re.compile(r"[a-z0-9]+")
 _TOKEN_RE = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
   """A prompt that cannot be tokenized as asked (e.g. too long)."""
 
 
@@ -57,7 +58,12 @@ class Tokenizer:
 
   @property
   def vocab_size(self) -> int:
-    return _NUM_SPECIAL + _NUM_BYTES + len(self._vocab)
+    return self.shipped_vocab_size()
+
+  @staticmethod
+  def shipped_vocab_size() -> int:
+    """Ids the shipped tokenizer can emit (specials, bytes, words): the trainable encoder's table."""
+    return _NUM_SPECIAL + _NUM_BYTES + len(_load_vocab())
 
   def encode(self, text: str) -> list[int]:
     """Returns the ids of `text` followed by EOS, without padding or truncation."""

@@ -17,7 +17,7 @@ bounded by tile x chunk. Tiling changes the result (the mid block's attention an
 padding see one tile, not the frame), except with a tile as large as the frame.
 
 Parameter names follow diffusers' (`encoder.down_blocks.0.conv1.kernel` is
-`encoder.down_blocks.0.conv1.weight`); `vdit.vae.convert_wan_vae` maps a diffusers file to them.
+`encoder.down_blocks.0.conv1.weight`); `vdit.interop.wan.vae_weights` maps a diffusers file to them.
 Not built: Wan 2.2's residual up/down blocks (`is_residual`) and `patch_size`.
 """
 import dataclasses
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vdit import weights
+from vdit.core import weights
 from vdit.vae import cpu_conv
 from vdit.vae import tiling
 
@@ -430,11 +430,11 @@ def _abstract_tensors(model) -> dict:
 
 
 def load(path: str) -> WanVAE:
-  """Builds the VAE from a vdit-layout file (written by `python -m vdit.vae.convert_wan_vae`)."""
+  """Builds the VAE from a vdit-layout file (written by `python -m vdit.interop.wan.vae_weights`)."""
   tensors, metadata = weights.load(path)
   if metadata.get("format") != FORMAT:
     raise weights.WeightsError(f"Weights file {path!r} has format {metadata.get('format')!r}, expected {FORMAT!r}; "
-                               "convert the diffusers VAE with python -m vdit.vae.convert_wan_vae.")
+                               "convert the diffusers VAE with python -m vdit.interop.wan.vae_weights.")
   try:
     config = WanVAEConfig.from_json(metadata["config"])
   except (KeyError, TypeError, ValueError) as e:

@@ -1,0 +1,174 @@
+"""Experiment configs at the boundary: validation, the copy kept in the workdir, model signatures.
+
+The workdir's `config.json` is what `vdit.sample` and evals rebuild the model from, so a workdir is
+self-describing and never depends on the config file still existing.
+"""
+import json
+import os
+
+import math
+
+import ml_collections
+
+from vdit.core.errors import ConfigError
+from vdit.core.workdir_files import CONFIG_FILE
+
+from vdit.parallel import sharding
+from vdit.diffusion import conditioning
+from vdit.diffusion.flow import TIMESTEP_SAMPLERS
+from vdit.diffusion.samplers import SAMPLERS
+from vdit.model.attention import backend_error
+from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
+from vdit.model.dit import VARIANTS, remat_error
+from vdit.model.factory import DTYPES, PREDICTIONS
+
+# Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
+_RUNTIME_ONLY = {"model.remat", "model.dtype", "model.scan_layers", "model.attention", "model.context_parallel",
+                 "text.caption_dropout", "text.max_length", "text.t5_path", "text.tokenizer_path"}
+# Settings added after checkpoints existed: left out of the signature at their old behaviour, so
+# those checkpoints still match.
+_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit", "text.encoder": "trainable"}
+
+
+
+
+def _require(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def validate(config) -> None:
+  """Checks values a typo-proof (locked) config can still get wrong; one clear message each."""
+  m, t, tr = config.model, config.text, config.train
+  for error in (remat_error(m.remat), backend_error(m.attention)):
+    _require(error is None, f"config.{error}")
+  _require(m.context_parallel in CONTEXT_PARALLEL_MODES,
+           f"config.model.context_parallel={m.context_parallel!r}; choose one of {CONTEXT_PARALLEL_MODES}.")
+  _require(m.get("variant", "vdit") in VARIANTS,
+           f"config.model.variant={m.get('variant')!r}; choose one of {sorted(VARIANTS)}.")
+  _require(isinstance(m.scan_layers, bool), f"config.model.scan_layers={m.scan_layers!r} must be True or False.")
+  _require(m.prediction in PREDICTIONS, f"config.model.prediction={m.prediction!r}; choose one of {PREDICTIONS}.")
+  for key in ("dtype", "param_dtype"):
+    _require(m[key] in DTYPES, f"config.model.{key}={m[key]!r}; choose one of {sorted(DTYPES)}.")
+  _require(len(m.patch_size) == 3 and all(int(p) > 0 for p in m.patch_size),
+           f"config.model.patch_size={tuple(m.patch_size)} must be three positive ints (t, h, w).")
+  _require(m.dim % m.num_heads == 0, f"config.model.dim={m.dim} must be divisible by num_heads={m.num_heads}.")
+  _require((m.dim // m.num_heads) % 2 == 0, "config.model head dim (dim / num_heads) must be even for RoPE.")
+  _require(t.dim % t.num_heads == 0, f"config.text.dim={t.dim} must be divisible by num_heads={t.num_heads}.")
+  _require(0.0 <= t.caption_dropout < 1.0, f"config.text.caption_dropout={t.caption_dropout} must be in [0, 1).")
+  _require(config.diffusion.timestep_sampling in TIMESTEP_SAMPLERS,
+           f"config.diffusion.timestep_sampling={config.diffusion.timestep_sampling!r}; "
+           f"choose one of {TIMESTEP_SAMPLERS}.")
+  _require(config.sample.sampler in SAMPLERS, f"config.sample.sampler={config.sample.sampler!r}; choose one of {SAMPLERS}.")
+  try:
+    conditioning.strategy_probabilities(config.train.conditioning)
+  except ValueError as e:
+    raise ConfigError(f"config.train.conditioning: {e}") from None
+  interval = tuple(config.sample.guidance_interval)
+  _require(len(interval) == 2 and 0.0 <= interval[0] <= interval[1] <= 1.0,
+           f"config.sample.guidance_interval={interval} must be (low, high) with 0 <= low <= high <= 1.")
+  _require(tr.num_steps > 0 and tr.global_batch_size > 0, "config.train.num_steps and global_batch_size must be > 0.")
+  _require(tr.log_every > 0 and tr.checkpoint_every > 0, "config.train.log_every and checkpoint_every must be > 0.")
+  _require(config.data.num_frames % m.patch_size[0] == 0,
+           f"config.data.num_frames={config.data.num_frames} must be a multiple of the temporal patch "
+           f"size {m.patch_size[0]} (or 0: each bucket's full length).")
+  _require(config.data.tokens_per_batch >= 0 and config.data.image_ratio <= 1,
+           "config.data.tokens_per_batch must be >= 0 and image_ratio <= 1 (negative: by clip count).")
+  _validate_parallelism(config)
+
+
+def _axis_size(config, axis: str) -> int | None:
+  """An axis's size across slices (mesh x dcn_mesh); None where -1 leaves it to the device count."""
+  ici = dict(config.mesh).get(axis, 1)
+  return None if ici == -1 else ici * dict(config.get("dcn_mesh") or {}).get(axis, 1)
+
+
+def _validate_parallelism(config) -> None:
+  """Mesh axes against the model: what the device count does not decide (make_mesh checks that)."""
+  m, mesh = config.model, dict(config.mesh)
+  try:
+    sharding.dcn_sizes(dict(config.get("dcn_mesh") or {}))
+    # Names, signs and -1s only (against a device count the sizes fit); make_mesh checks the count.
+    sharding.mesh_sizes(mesh, math.prod(s for s in mesh.values() if s > 0))
+  except sharding.MeshConfigError as e:
+    raise ConfigError(f"config.mesh / config.dcn_mesh: {e}") from None
+  tensor, context = _axis_size(config, "tensor"), _axis_size(config, "context")
+  if tensor:
+    for section in ("model", "text"):
+      heads = config[section].num_heads
+      _require(heads % tensor == 0, f"config.{section}.num_heads={heads} is not divisible by the tensor axis "
+               f"({tensor}); choose num_heads a multiple of it, or a smaller mesh.tensor.")
+  if m.context_parallel == "ulysses" and tensor and context:
+    heads = m.num_heads // tensor
+    _require(heads % context == 0,
+             f"config.model.context_parallel='ulysses' splits the {heads} heads per tensor shard (num_heads "
+             f"{m.num_heads} / tensor {tensor}) over the context axis ({context}), which does not divide them; "
+             "use context_parallel='ring', or change num_heads, mesh.tensor or mesh.context.")
+  s = config.sample
+  if s.num_frames and s.height and s.width:
+    check_video_size(config, s.num_frames, s.height, s.width, "config.sample size")
+
+
+def check_video_size(config, num_frames: int, height: int, width: int, what: str) -> None:
+  """Raises ConfigError unless the model takes videos of this size on the configured mesh: sizes
+  divisible by the patch, and with context parallelism a token count the context axis divides.
+  `what` names the size in the message (e.g. "config.sample size", "bucket 64x64x16")."""
+  patch = tuple(config.model.patch_size)
+  size = f"{num_frames}x{height}x{width}"
+  _require(num_frames % patch[0] == 0 and height % patch[1] == 0 and width % patch[2] == 0,
+           f"{what} {size} is not divisible by the patch size {patch}.")
+  tokens = (num_frames // patch[0]) * (height // patch[1]) * (width // patch[2])
+  context, mode = _axis_size(config, "context"), config.model.context_parallel
+  _require(mode == "none" or not context or tokens % context == 0,
+           f"{what} {size} gives {tokens} tokens (patch {patch}), not divisible by the context axis ({context}) "
+           f"that model.context_parallel={mode!r} splits them over; choose a size whose token count is a "
+           f"multiple of {context}, or a smaller mesh.context.")
+
+
+def model_signature(config) -> dict:
+  """Flat {'model.dim': 128, ...} of every setting that determines the parameters' shapes."""
+  flat = {}
+  for section in ("model", "text"):
+    for key, value in config[section].items():
+      name = f"{section}.{key}"
+      if name not in _RUNTIME_ONLY and not (name in _OMITTED_AT and value == _OMITTED_AT[name]):
+        flat[name] = list(value) if isinstance(value, (tuple, list)) else value
+  return flat
+
+
+def save(config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(tmp, path)
+
+
+def load(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ConfigError(f"No {CONFIG_FILE} in workdir {workdir!r}: is this a vdit training workdir? "
+                      "Train with `python -m vdit.main --config=... --workdir=DIR` first.")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.model.patch_size = tuple(config.model.patch_size)
+  config.sample.prompts = tuple(config.sample.prompts)
+  return config
+
+
+def for_inference(config):
+  """A workdir's config made runnable for sampling and evaluation on this machine: runtime-only
+  model settings chosen for the training cluster (a fused attention kernel of another platform,
+  context parallelism over a mesh axis the one-axis sampling mesh lacks) fall back to the
+  reference implementation, which computes the same function."""
+  from absl import logging
+  from vdit.model import attention
+  m = config.model
+  with config.unlocked():
+    if attention.backend_error(m.get("attention", "xla")):
+      logging.warning("model.attention=%r is unavailable here; sampling with 'xla'.", m.attention)
+      m.attention = "xla"
+    if m.get("context_parallel", "none") != "none":
+      m.context_parallel = "none"
+  return config

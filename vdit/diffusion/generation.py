@@ -1,0 +1,189 @@
+"""Text-to-video generation from a parameter tree: noise per seed, guided ODE solve, uint8 frames.
+
+Shared by `vdit.sample` (the CLI) and the trainer's periodic samples. The initial noise for each
+video is drawn from its own seed for the global shape and then sharded, so results do not depend on
+the batch composition or on how many devices the batch is spread over.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vdit.parallel import sharding
+from vdit.diffusion import flow, samplers
+
+
+def initial_noise(seeds, shape, mesh=None):
+  """Noise [len(seeds), *shape] with row i drawn from seed i alone; sharded over the batch axes."""
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  draw = lambda keys: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+  if mesh is None:
+    return jax.jit(draw)(keys)
+  with jax.set_mesh(mesh):
+    return jax.jit(draw, out_shardings=sharding.batch_sharding(mesh, 1 + len(shape)))(keys)
+
+
+def sampling_shift(config_shift: float, video_shape, patch_size) -> float:
+  """A fixed shift if configured (> 0), else the resolution-aware one from the token count."""
+  if config_shift > 0:
+    return float(config_shift)
+  t, h, w = video_shape[:3]
+  return flow.resolution_shift((t // patch_size[0]) * (h // patch_size[1]) * (w // patch_size[2]))
+
+
+
+
+class VideoSampler:
+  """Compiles the guided update once per (batch, shape, sampler) and loops over steps in Python."""
+
+  def __init__(self, graphdef, params, tokenizer, *, mesh=None, rules=sharding.DEFAULT_RULES, space=None):
+    """tokenizer: any text conditioner (vdit.text.conditioner); space: vdit.vae.latents.VAESpace for a
+    latent model (sizes, frames and outputs stay in pixels; the VAE encodes and decodes), None for pixels."""
+    self.space = space
+    self.graphdef = graphdef
+    self.params = params
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    self.rules = rules
+    self._steps = {}
+
+  def _update_fn(self, sampler: str, cfg: float, frame_cfg=None):
+    key = (sampler, float(cfg), frame_cfg)
+    if key not in self._steps:
+      update = samplers.step_fn(sampler)
+
+      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise):
+        model = nnx.merge(self.graphdef, params)
+        with sharding.activation_rules(self.rules):
+          def model_velocity(x, t, context):
+            tokens, mask = context
+            emb = model.encode_text(tokens, mask)
+            if frame_mask is None:
+              return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask)
+            # Conditioning frames (cond and uncond halves alike) are clean, at t=0.
+            fmask = jnp.tile(frame_mask, (x.shape[0] // frame_mask.shape[0], 1))
+            t_frames = jnp.where(fmask, 0.0, t)
+            return model.velocity(x, t_frames, emb, mask, fmask)
+          if frame_cfg is None:
+            # At scale 1 guidance is the conditional velocity: skip the unconditional half.
+            velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
+                                                                None if cfg == 1.0 else uncond, cfg)
+          else:
+            velocity_fn = lambda x, t: _frame_and_text_guidance(
+                model, x, t, cond, uncond, frames, frame_mask, noise, cfg, frame_cfg)
+          x, carry = update(velocity_fn, _impose(x, frames, frame_mask), t, t_next, carry)
+          return _impose(x, frames, frame_mask), carry
+
+      self._steps[key] = jax.jit(step, donate_argnums=(1, 2))
+    return self._steps[key]
+
+  def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
+               sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
+               frames=None, frame_mask=None, frame_cfg=None, init_video=None, strength=1.0,
+               progress=None):
+    """Returns float videos [N, T, H, W, C] in [-1, 1] (pixels) for prompts and seeds.
+
+    Sizes, `frames` and `init_video` are pixels in [-1, 1]; with a latent `space` they are encoded
+    (frame masks mapped to latent frames) and the result decoded. `channels` is the pixel model's.
+    Frame conditioning: `frames` [N, T, H, W, C] and `frame_mask` bool [N, T] give
+    clean frames that every step keeps (image-to-video, extension, connecting, looping).
+    `frame_cfg` (with frames) guides frames and text separately:
+    v = v(-, -) + frame_cfg (v(frames, -) - v(-, -)) + cfg (v(frames, text) - v(frames, -)), where
+    "-" drops the negative/empty caption or the frames (seen as noisy at t, like the rest).
+    Editing (SDEdit): `init_video` [N, T, H, W, C] is noised to time `strength` in (0, 1] and
+    denoised from there under the prompts; strength 1 ignores it.
+
+    Guidance applies at steps whose time t lies in `guidance_interval` (t=1 is noise); the other
+    steps run the conditional model alone (Kynkaanniemi et al. 2024: guidance helps most in the
+    middle of the trajectory and costs diversity at high noise).
+    """
+    low, high = guidance_interval
+    if not 0.0 <= low <= high <= 1.0:
+      raise ValueError(f"guidance_interval {tuple(guidance_interval)} must satisfy 0 <= low <= "
+                       "high <= 1 (times, 1 = noise).")
+    latent = self.space is not None and self.space.is_latent
+    shape = self.space.model_shape(num_frames, height, width) if latent else (num_frames, height, width, channels)
+    count = len(prompts)
+    prompts, seeds = _pad_to_multiple(list(prompts), list(seeds), self._batch_multiple())
+    tokens, mask = self.tokenizer.encode_batch(list(prompts))
+    neg_tokens, neg_mask = self.tokenizer.encode_batch([negative_prompt] * len(prompts))
+    batch = lambda a: self._put(jnp.asarray(a))
+    cond = (batch(tokens), batch(mask))
+    uncond = (batch(neg_tokens), batch(neg_mask))
+    x = initial_noise(seeds, shape, self.mesh)
+    grid = samplers.time_grid(steps, sampling_shift(shift, shape, patch_size))
+    if not 0.0 < strength <= 1.0:
+      raise ValueError(f"strength={strength} must be in (0, 1]: the noise level editing starts from.")
+    if latent and init_video is not None and strength < 1.0:
+      init_video = self.space.encode(init_video)
+    if latent and frame_mask is not None:
+      frames, frame_mask = self.space.encode(frames), self.space.frame_mask(frame_mask)
+    if init_video is not None and strength < 1.0:
+      init = batch(_pad_rows(jnp.asarray(init_video, jnp.float32), len(prompts)))
+      x = (1.0 - strength) * init + strength * x
+      grid = np.concatenate([[strength], grid[grid < strength]]).astype(np.float32)
+    if frame_mask is not None:
+      frames = batch(_pad_rows(jnp.asarray(frames, jnp.float32), len(prompts)))
+      frame_mask = batch(_pad_rows(jnp.asarray(frame_mask, bool), len(prompts)))
+    if frame_cfg is not None and frame_mask is None:
+      raise ValueError("frame_cfg needs conditioning frames (frames and frame_mask).")
+    noise = jnp.copy(x) if frame_cfg is not None else None  # frames-dropped branch: noised with it
+    carry = samplers.initial_carry(sampler, x)
+    pairs = list(zip(grid[:-1], grid[1:]))
+    for t, t_next in (progress(pairs) if progress else pairs):
+      guided = low <= t <= high
+      step = self._update_fn(sampler, cfg if guided else 1.0,
+                             float(frame_cfg) if guided and frame_cfg is not None else None)
+      args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond,
+              frames if frame_mask is not None else None, frame_mask, noise)
+      if self.mesh is None:
+        x, carry = step(*args)
+      else:
+        with jax.set_mesh(self.mesh):
+          x, carry = step(*args)
+    return self.space.decode(x[:count]) if latent else x[:count]
+
+  def _batch_multiple(self) -> int:
+    if self.mesh is None:
+      return 1
+    spec = sharding.batch_sharding(self.mesh, 1, self.rules).spec[0] or ()
+    axes = (spec,) if isinstance(spec, str) else spec
+    return int(np.prod([self.mesh.shape[a] for a in axes]))
+
+  def _put(self, a):
+    if self.mesh is None:
+      return a
+    return jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim, self.rules))
+
+
+def _frame_and_text_guidance(model, x, t, cond, uncond, frames, frame_mask, noise, cfg, frame_cfg):
+  """Three batched branches: (frames, text), (frames, no text), (no frames, no text)."""
+  n = x.shape[0]
+  dropped = jnp.where(frame_mask[:, :, None, None, None], (1.0 - t) * frames + t * noise, x)
+  xs = jnp.concatenate([x, x, dropped])
+  masks = jnp.concatenate([frame_mask, frame_mask, jnp.zeros_like(frame_mask)])
+  tokens = jnp.concatenate([cond[0], uncond[0], uncond[0]])
+  text_mask = jnp.concatenate([cond[1], uncond[1], uncond[1]])
+  emb = model.encode_text(tokens, text_mask)
+  times = jnp.where(masks, 0.0, t)
+  v = model.velocity(xs, times, emb, text_mask, masks)
+  v_full, v_frames, v_none = v[:n], v[n:2 * n], v[2 * n:]
+  return v_none + frame_cfg * (v_frames - v_none) + cfg * (v_full - v_frames)
+
+
+def _impose(x, frames, frame_mask):
+  """x with its conditioning frames replaced by the given clean ones."""
+  if frame_mask is None:
+    return x
+  return jnp.where(frame_mask[:, :, None, None, None], frames, x)
+
+
+def _pad_rows(a, rows: int):
+  """Repeats the last row so per-video inputs match the padded batch."""
+  return jnp.concatenate([a, jnp.repeat(a[-1:], rows - a.shape[0], axis=0)]) if rows > a.shape[0] else a
+
+
+def _pad_to_multiple(prompts, seeds, multiple):
+  """Pads with copies of the last prompt (fresh seeds) so the batch divides over the devices."""
+  extra = -len(prompts) % multiple
+  return prompts + prompts[-1:] * extra, seeds + [seeds[-1] + 1 + i for i in range(extra)]

@@ -1,0 +1,1 @@
+"""Released weights from other codebases converted to and from vdit's."""

@@ -1,0 +1,1 @@
+"""Devices and meshes: distributed initialisation, the mesh, logical-axis rules and activation constraints."""
