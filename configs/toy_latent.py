@@ -1,7 +1,7 @@
 """The toy world in latent space: the toy DiT trained on a toy causal VAE's cached latents.
 
 Launch (after the pixel toy data exists: python -m data_prep.toy_world --output=runs/toy_data):
-  python -m vdit.training.vae_trainer --config=configs/vae_toy.py --workdir=runs/toy_vae
+  python -m vdit.main --config=configs/vae_toy.py --workdir=runs/toy_vae
   python -m data_prep.cache_latents --data=runs/toy_data --vae=runs/toy_vae/vae.safetensors \
       --output=runs/toy_latents --num_frames=9
   python -m vdit.main --config=configs/toy_latent.py --workdir=runs/toy_latent

@@ -3,7 +3,7 @@
 Launch (data: 32x32 clips of 12 frames; the eval split scores held-out reconstructions):
   python -m data_prep.toy_world --output=runs/toy_data
   python -m data_prep.toy_world --output=runs/toy_eval_data --split=eval --num_clips=1024
-  python -m vdit.training.vae_trainer --config=configs/vae_toy.py --workdir=runs/toy_vae
+  python -m vdit.main --config=configs/vae_toy.py --workdir=runs/toy_vae
 
 runs/toy_vae/vae.safetensors (rewritten at every checkpoint) loads with `vdit.vae.wan_vae.load`;
 its latents_mean/std are measured on the data. Arguments

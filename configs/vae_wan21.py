@@ -3,7 +3,7 @@
 Launch (convert the diffusers VAE once, e.g. from Wan-AI/Wan2.1-T2V-1.3B-Diffusers/vae):
   python -m vdit.interop.wan.vae_weights --input=vae/diffusion_pytorch_model.safetensors \
       --config=vae/config.json --output=runs/wan21_vae.safetensors
-  python -m vdit.training.vae_trainer --config=configs/vae_wan21.py --workdir=runs/vae_wan21 \
+  python -m vdit.main --config=configs/vae_wan21.py --workdir=runs/vae_wan21 \
       --config.data.dir=DATA --config.vae.init_weights=runs/wan21_vae.safetensors
 
 The architecture keys are WanVAEConfig's defaults, which a converted Wan 2.1 file must match (a

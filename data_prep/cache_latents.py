@@ -17,9 +17,10 @@ import os
 import shutil
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
+from vdit.core import command
 from vdit.data import dataset_files, latent_records, records
 from vdit.media import pixels
 from vdit.data.errors import DataError
@@ -130,26 +131,29 @@ def cache(data_dir: str, vae_path: str, output_dir: str, *, num_frames: int = 0,
   return metadata
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def define_flags():
+  command.define_path("data", None, "A prepared pixel dataset (data_prep.ingest or data_prep.toy_world).", kind="dir",
+                      required=True)
+  command.define_path("vae", None, "VAE weights file (vdit.vae.wan_vae format).", required=True)
+  flags.DEFINE_string("output", "", "Cache directory (default: DATA/latents).")
+  flags.DEFINE_integer("num_frames", 0, "Pixel frames encoded per clip (1 + 4k; default: the most each bucket "
+                       "holds).", lower_bound=0)
+  flags.DEFINE_integer("batch_size", 8, "Clips encoded per VAE call.", lower_bound=1)
+  command.define_path("t5", "", "Optional frozen T5/umT5 encoder (HF safetensors folder) to cache caption "
+                      "embeddings.", kind="dir")
+  command.define_path("tokenizer", "", "With --t5: its sentencepiece model file.")
+  flags.DEFINE_integer("text_length", 0, "With --t5: tokens per caption (the DiT config's text.max_length).",
+                       lower_bound=0)
+
+
+def main(f):
   from vdit.core import logs
-  from vdit.core.errors import exit_on_user_error
   logs.quiet_library_logs()
-  f = flags.FLAGS
   output = f.output or os.path.join(f.data, "latents")
-  exit_on_user_error(lambda: cache(f.data, f.vae, output, num_frames=f.num_frames, batch_size=f.batch_size,
-                                   t5_path=f.t5, tokenizer_path=f.tokenizer, text_length=f.text_length))
+  cache(f.data, f.vae, output, num_frames=f.num_frames, batch_size=f.batch_size, t5_path=f.t5,
+        tokenizer_path=f.tokenizer, text_length=f.text_length)
   print(f"Wrote the latent cache to {os.path.abspath(output)}")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("data", None, "A prepared pixel dataset (data_prep.ingest or data_prep.toy_world).", required=True)
-  flags.DEFINE_string("vae", None, "VAE weights file (vdit.vae.wan_vae format).", required=True)
-  flags.DEFINE_string("output", "", "Cache directory (default: DATA/latents).")
-  flags.DEFINE_integer("num_frames", 0, "Pixel frames encoded per clip (1 + 4k; default: the most each bucket holds).")
-  flags.DEFINE_integer("batch_size", 8, "Clips encoded per VAE call.")
-  flags.DEFINE_string("t5", "", "Optional frozen T5/umT5 encoder (HF safetensors folder) to cache caption embeddings.")
-  flags.DEFINE_string("tokenizer", "", "With --t5: its sentencepiece model file.")
-  flags.DEFINE_integer("text_length", 0, "With --t5: tokens per caption (the DiT config's text.max_length).")
-  app.run(main)
+  command.run(main, define_flags)

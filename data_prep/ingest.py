@@ -24,20 +24,14 @@ import os
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 import configs
 from data_prep import bucket_table, clip_extract, ingest_inputs
+from vdit.core import command
+from vdit.core.errors import UserError
 from vdit.data import dataset_files, records
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "videos.py"),
-    "Config whose `ingest` section sets the buckets and filters.", lock_config=True)
-_INPUT = flags.DEFINE_string("input", None, "Folder of videos/images (captions in sidecar .txt), "
-                             "or a .jsonl/.csv manifest with 'file' and 'caption'.")
-_OUTPUT = flags.DEFINE_string("output", None, "Dataset directory to write.")
-_WORKERS = flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per CPU core).")
 
 _SHARD_RE = re.compile(r"^\d+x\d+x\d+/part-\d{5}\.array_record$")
 # A shard a killed job left under its temporary name (dataset_files.ShardGroup).
@@ -299,28 +293,32 @@ def _metadata(buckets, settings, report) -> dict:
           "ingest": settings, "buckets": table}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _INPUT.value or not _OUTPUT.value:
-    raise app.UsageError("Pass --input=VIDEOS_DIR_OR_MANIFEST and --output=DATA_DIR.")
+def define_flags():
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(configs.__file__), "videos.py"),
+      "Config whose `ingest` section sets the buckets and filters.", lock_config=True)
+  command.define_path("input", None, "Folder of videos/images (captions in sidecar .txt), or a .jsonl/.csv "
+                      "manifest with 'file' and 'caption'.", kind="any", required=True)
+  flags.DEFINE_string("output", None, "Dataset directory to write.", required=True)
+  flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per CPU core).", lower_bound=0)
+
+
+def main(f):
   from tqdm import tqdm
   try:
     with tqdm(desc="ingest", unit="file", file=sys.stderr) as bar:
-      report = ingest(_INPUT.value, _OUTPUT.value, _CONFIG.value.ingest, _WORKERS.value,
-                      progress=bar.update)
-  except (ingest_inputs.InputError, bucket_table.BucketTableError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+      report = ingest(f.input, f.output, f.config.ingest, f.workers, progress=bar.update)
+  except OSError as e:  # e.g. an --output that cannot be written
+    raise UserError(f"{e}; check --input and --output.") from None
   print(f"{report['inputs']} inputs: {report['ok']} ok, {report['dropped']} dropped "
         f"{report['dropped_by_reason']}; {report['clips_written']} clips in "
         f"{len(report['clips_by_bucket'])} buckets {report['clips_by_bucket']}. "
-        f"Report: {os.path.join(_OUTPUT.value, 'report.json')}")
+        f"Report: {os.path.join(f.output, 'report.json')}")
   if not report["clips_written"]:
-    print("error: no clips were written, so there is no dataset; see the report's reasons.",
-          file=sys.stderr)
-    sys.exit(1)
+    print("error: no clips were written, so there is no dataset; see the report's reasons.", file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command.run(main, define_flags)

@@ -11,9 +11,10 @@ both scenes).
 """
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
+from vdit.core import command
 from vdit.toy import world as toy_world
 from vdit.toy import spec as toy_spec
 from vdit.media import video_io
@@ -82,13 +83,15 @@ def write_folder(output: str, seed: int = 0) -> list[str]:
   return paths
 
 
-def main(argv):
-  del argv
-  paths = write_folder(flags.FLAGS.output, flags.FLAGS.seed)
-  print(f"Wrote {len(paths)} media files with sidecar captions to {flags.FLAGS.output}.")
+def define_flags():
+  flags.DEFINE_string("output", None, "Folder to write.", required=True)
+  flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+def main(f):
+  paths = write_folder(f.output, f.seed)
+  print(f"Wrote {len(paths)} media files with sidecar captions to {f.output}.")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("output", None, "Folder to write.", required=True)
-  flags.DEFINE_integer("seed", 0, "Random seed.")
-  app.run(main)
+  command.run(main, define_flags)

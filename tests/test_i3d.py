@@ -154,6 +154,7 @@ def converted_file(torch_reference, tmp_path_factory):
   return _save(tmp_path_factory.mktemp("i3d") / "converted.safetensors", tensors)
 
 
+@pytest.mark.reference
 def test_network_matches_pytorch_i3d(torch_reference, converted_file):
   x = np.random.default_rng(1).uniform(-1.0, 1.0, (2, 16, 224, 224, 3)).astype(np.float32)
   want = _reference_features(torch_reference[0], x)
@@ -163,6 +164,7 @@ def test_network_matches_pytorch_i3d(torch_reference, converted_file):
     _assert_close(name, got[name], want[name])
 
 
+@pytest.mark.reference
 def test_video_features_match_pytorch_i3d(torch_reference, converted_file):
   videos = _videos(3, 10, 224, 224, seed=2)  # 224x224: no resize, so the reference sees the same input
   mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:2])
@@ -171,6 +173,7 @@ def test_video_features_match_pytorch_i3d(torch_reference, converted_file):
   _assert_close("video_features", got, want["logits"])
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_converter_cli(torch_reference, tmp_path, suffix):
   torch = pytest.importorskip("torch")

@@ -265,6 +265,7 @@ def test_cli_reports_and_fails_clearly(tmp_path):
   assert none.returncode == 1 and "no clips were written" in none.stderr
 
 
+@pytest.mark.slow
 def test_trains_on_every_bucket_of_an_ingested_folder(tmp_path):
   """Ingest -> vdit.main: one compile per bucket, batch sizes from the token budget."""
   folder = str(tmp_path / "in")

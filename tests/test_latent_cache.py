@@ -54,6 +54,7 @@ def test_cache_holds_the_vae_posterior_of_each_clip(cached):
   assert record["text_embedding"].shape[1] == 16 and 1 <= len(record["text_embedding"]) <= 32
 
 
+@pytest.mark.slow
 def test_train_on_cached_latents_and_sample_pixels(cached, tmp_path):
   """(vdit.sample's CLI on a latent workdir runs in tests/test_wan_workdir.py; here in process.)"""
   from vdit.config import config_io
@@ -73,6 +74,7 @@ def test_train_on_cached_latents_and_sample_pixels(cached, tmp_path):
   assert to_uint8(video).shape == (1, 5, 16, 16, 3)  # 2 latent frames of 2x2 decoded to pixels
 
 
+@pytest.mark.slow
 def test_train_on_cached_t5_embeddings(cached, tmp_path):
   from vdit.training import dit_trainer as train
   config = _config(cached, **{"text.encoder": "t5", "text.dim": 16, "text.max_length": 32, "text.t5_path": cached["t5"],
@@ -96,18 +98,18 @@ def test_train_on_cached_t5_embeddings(cached, tmp_path):
 
 
 def test_latents_cached_with_another_vae_are_refused(cached, tmp_path):
-  from vdit.training import dit_trainer as train
+  from vdit.config import prepare
   other = vae_file(tmp_path / "other.safetensors", seed=1)
   with pytest.raises(latents.LatentSpaceError, match=r"different VAE .*other.safetensors"):
-    train.resolve_config(_config(cached, **{"latent.vae": other}))
+    prepare.for_training(_config(cached, **{"latent.vae": other}))
   with pytest.raises(latents.LatentSpaceError, match="holds pixel clips; cache latents first"):
-    train.resolve_config(_config(cached, **{"data.dir": cached["data"]}))
+    prepare.for_training(_config(cached, **{"data.dir": cached["data"]}))
   with pytest.raises(latents.LatentSpaceError, match="holds VAE latents"):
-    train.resolve_config(_config(cached, **{"latent.vae": ""}))
+    prepare.for_training(_config(cached, **{"latent.vae": ""}))
   with pytest.raises(latents.LatentSpaceError, match="set model.in_channels=4"):
-    train.resolve_config(_config(cached, **{"model.in_channels": 3}))
+    prepare.for_training(_config(cached, **{"model.in_channels": 3}))
   with pytest.raises(latents.LatentSpaceError, match="does not exist"):
-    train.resolve_config(_config(cached, **{"latent.vae": str(tmp_path / "missing.safetensors")}))
+    prepare.for_training(_config(cached, **{"latent.vae": str(tmp_path / "missing.safetensors")}))
 
 
 def test_cache_refuses_to_overwrite_and_bad_sizes(cached, tmp_path):

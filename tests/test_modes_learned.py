@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import cli, make_toy_data
 
+pytestmark = pytest.mark.slow  # trains for 1,000 steps
+
 _MODES = ("image", "extend_forward", "extend_backward", "connect", "loop", "edit")
 _TRAIN = ["--config=configs/toy.py:steps=1000", "--config.data.num_frames=6", "--config.model.dim=64",
           "--config.model.depth=2", "--config.train.checkpoint_every=1000", "--config.train.log_every=100",

@@ -4,8 +4,12 @@ mesh: same global batches (the data position carries over), same losses."""
 import os
 
 import numpy as np
+import pytest
+
 from tests.helpers import cli, make_toy_data, run_processes
 from vdit.training import jsonl_writer
+
+pytestmark = pytest.mark.slow  # trains three times, once as two processes
 
 # Constant learning rate after warmup, so runs stopping at different num_steps share a schedule.
 _ARGS = ["--config.train.checkpoint_every=3", "--config.optim.end_lr_fraction=1.0"]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.reference
 torch = pytest.importorskip("torch", reason="the diffusers comparison needs torch (pip install torch diffusers)")
 diffusers = pytest.importorskip("diffusers", reason="the diffusers comparison needs diffusers (pip install diffusers)")
 

@@ -283,6 +283,7 @@ def _transformers():
   return torch, transformers
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("model_type,feed_forward_proj", [("t5", "gated-gelu"), ("umt5", "gated-gelu"),
                                                           ("t5", "relu")])
 def test_parity_with_transformers(tmp_path, model_type, feed_forward_proj):
@@ -311,6 +312,7 @@ def test_parity_with_transformers(tmp_path, model_type, feed_forward_proj):
   assert err <= _PARITY_TOL * scale, (err, scale)
 
 
+@pytest.mark.reference
 def test_tokenizer_matches_transformers_t5tokenizer(spm_file, tmp_path):
   _, transformers = _transformers()
   from vdit.text.sentencepiece_tokenizer import SentencePieceTokenizer

@@ -104,17 +104,30 @@ def test_sigterm_writes_a_final_checkpoint(toy_data, tmp_path):
   assert _committed_steps(workdir)[-1] == last_logged  # the step it stopped at, not the last periodic one
 
 
-def test_incompatible_checkpoint_is_refused_without_damage(toy_data, tmp_path):
+def test_incompatible_checkpoint_is_refused_without_damage(toy_data, tmp_path, monkeypatch):
   workdir = str(tmp_path)
   assert cli("vdit.main", *_train_args(workdir, toy_data, 2), "--config.train.checkpoint_every=2").returncode == 0
   before = _committed_steps(workdir)
   result = cli("vdit.main", *_train_args(workdir, toy_data, 8), "--config.model.dim=48")
   assert result.returncode == 2
   assert "different model config" in result.stderr and "model.dim" in result.stderr
+  # One error line is the last thing printed: no traceback, not even from a thread at shutdown.
   assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: Workdir"), result.stderr[-3000:]
   assert _committed_steps(workdir) == before
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["dim"] == 32  # the run's recorded config is untouched
+
+  # What the subprocess shows only when a thread loses the race, in process for certain: the
+  # refusal closes the checkpointer (Orbax's threads) before the error propagates.
+  from vdit.core import checkpoint as ckpt_lib
+  from vdit.training.dit_trainer import train_and_evaluate
+  closed, close = [], ckpt_lib.Checkpointer.close
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "close", lambda self: (closed.append(self.directory), close(self)))
+  with pytest.raises(ckpt_lib.CheckpointError, match="different model config"):
+    train_and_evaluate(tiny_config(toy_data, **{"model.dim": 48}), workdir)
+  assert closed == [os.path.join(workdir, "checkpoints")]
+  assert _committed_steps(workdir) == before
 
 
 @pytest.mark.parametrize("override, message", [

@@ -151,12 +151,14 @@ def _rel_err(ours, ref_nchw):
   return float(np.abs(np.asarray(ours) - ref).max() / np.abs(ref).max())
 
 
+@pytest.mark.reference
 def test_diffusers_config_roundtrip(reference):
   _, ref, vae = reference
   assert vae.config == wan_vae.WanVAEConfig(**_TINY)
   assert json.loads(vae.config.to_json())["z_dim"] == ref.config.z_dim
 
 
+@pytest.mark.reference
 def test_encode_matches_diffusers(reference):
   torch, ref, vae = reference
   video = _video(5, seed=3)
@@ -181,6 +183,7 @@ def _diffusers_decode_unclipped(torch, ref, z):
     return torch.cat(outs, 2)
 
 
+@pytest.mark.reference
 def test_decode_matches_diffusers(reference):
   torch, ref, vae = reference
   z = np.random.default_rng(4).standard_normal((1, 2, 2, 2, 4)).astype(np.float32)
@@ -269,6 +272,7 @@ def test_bad_tiles_are_clear_errors(tiny_vae):
     wan_vae.decode(tiny_vae, z, tile_overlap=8)
 
 
+@pytest.mark.reference
 def test_tiled_encode_decode_match_diffusers(reference):
   """Height split in tiles where diffusers' tiling and ours coincide (vdit.vae.tiling): 32 px in
   tiles of 24 every 16 px, faded over 8 px when decoding (1 latent, no fade, when encoding)."""

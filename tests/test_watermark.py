@@ -90,4 +90,5 @@ def test_detect_cli(tmp_path):
                           capture_output=True, text=True, timeout=120)
   lines = result.stdout.splitlines()
   assert "\twatermarked\tscore=" in lines[0] and "\tclean\tscore=" in lines[1] and "\terror\t" in lines[2]
-  assert result.returncode == 1  # one file could not be read
+  assert result.returncode == 2  # one file could not be read: a user error, named in one line
+  assert result.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 files could not be read (")

@@ -23,20 +23,25 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from vdit.core import command
 from vdit.core.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
-                                          lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", None, "cpu:N, tpu:CHIP:SHAPE (e.g. tpu:v5e:4x4) or local.")
-_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "TPU slices (multislice) for tpu:... topologies.")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 0, "Frames per clip (0: from the config).")
-_HEIGHT = flags.DEFINE_integer("height", 0, "Clip height (0: from the config).")
-_WIDTH = flags.DEFINE_integer("width", 0, "Clip width (0: from the config).")
-_MEMORY = flags.DEFINE_float("memory_per_device_gb", None,
-                             "Memory per device in GiB (default: the target's known HBM; none for CPU).")
-flags.mark_flags_as_required(["config", "topology"])
+
+def define_flags():
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "cpu:N, tpu:CHIP:SHAPE (e.g. tpu:v5e:4x4) or local.")
+  flags.DEFINE_integer("num_slices", 1, "TPU slices (multislice) for tpu:... topologies.", lower_bound=1)
+  flags.DEFINE_integer("num_frames", 0, "Frames per clip (0: from the config).", lower_bound=0)
+  flags.DEFINE_integer("height", 0, "Clip height (0: from the config).", lower_bound=0)
+  flags.DEFINE_integer("width", 0, "Clip width (0: from the config).", lower_bound=0)
+  flags.DEFINE_float("memory_per_device_gb", None,
+                     "Memory per device in GiB (default: the target's known HBM; none for CPU).")
+  flags.mark_flags_as_required(["config", "topology"])
+
 
 # chip name -> (name in libtpu's topology strings, chip config, dims of the shape, HBM GiB per chip)
 _TPU_CHIPS = {
@@ -53,11 +58,6 @@ _GIB = 2**30
 
 class TopologyError(UserError):
   pass
-
-
-def _fail(message: str, status: int):
-  print(message, file=sys.stderr)
-  sys.exit(status)
 
 
 def _use_cpu_devices(count: int) -> None:
@@ -155,7 +155,7 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   import numpy as np
-  from vdit.config import config_io
+  from vdit.config import prepare
   from vdit.training import flops
   from vdit.vae import latents
   from vdit.parallel import sharding
@@ -164,18 +164,12 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   from vdit.text import conditioner
   from vdit.text.tokenizer import Tokenizer
 
-  config = config.copy_and_resolve_references()
-  config_io.validate(config)
-  accum = config.train.get("grad_accum_steps", 1)
-  if accum < 1:
-    raise config_io.ConfigError(f"config.train.grad_accum_steps={accum} must be >= 1.")
-  frozen_text = config.text.get("encoder", "trainable") != "trainable"
-  if not frozen_text:
-    with config.unlocked():
-      config.text.vocab_size = config.text.vocab_size or Tokenizer(config.text.max_length).vocab_size
+  config = prepare.for_compile(config)  # the boundary: checked and frozen
+  accum = config.train.grad_accum_steps
+  frozen_text = config.text.encoder != "trainable"
   # As vdit.training.dit_trainer plans batches: each splits over the batch devices, the hosts and, on each
   # device, into the gradient-accumulation microbatches.
-  mesh = sharding.make_mesh(dict(config.mesh), devices, dcn_mesh_shape=dict(config.get("dcn_mesh", {})))
+  mesh = sharding.make_mesh(dict(config.mesh), devices, dcn_mesh_shape=dict(config.dcn_mesh))
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
   num_hosts = len({d.process_index for d in devices})
   multiple = bucket_plan.lcm(batch_devices * accum, num_hosts)
@@ -244,37 +238,29 @@ def _memory_report(stats) -> dict | None:
   return {**fields, "total_bytes": total, "total_gib": round(total / _GIB, 3)}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    kind, spec = parse_topology(_TOPOLOGY.value)
-  except TopologyError as e:
-    _fail(f"error: {e}", 2)
+def main(f):
+  kind, spec = parse_topology(f.topology)
   if kind == "cpu":
     _use_cpu_devices(spec[0])
   elif kind == "tpu":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # tracing runs on the host; the TPU, if any, stays free
   from vdit.core import logs
-  from vdit.core.errors import UserError
   logs.quiet_library_logs()
   import jax
   # Cached executables would report load time as compile time.
   jax.config.update("jax_enable_compilation_cache", False)
-  try:
-    devices = _tpu_devices(*spec, _NUM_SLICES.value) if kind == "tpu" else jax.devices()
-    limit = _MEMORY.value if _MEMORY.value is not None else _memory_limit_gib(kind, spec, devices)
-    report = check(_CONFIG.value, devices, frames=_NUM_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,
-                   memory_limit_gib=limit)
-  except UserError as e:
-    _fail(f"error: {e}", 2)
-  report = {"topology": _TOPOLOGY.value, **report}
+  devices = _tpu_devices(*spec, f.num_slices) if kind == "tpu" else jax.devices()
+  limit = f.memory_per_device_gb if f.memory_per_device_gb is not None else _memory_limit_gib(kind, spec, devices)
+  report = check(f.config, devices, frames=f.num_frames, height=f.height, width=f.width, memory_limit_gib=limit)
+  report = {"topology": f.topology, **report}
   print(json.dumps(report, indent=2))
   if report["fits"] is False:
     need = report["memory_per_device"]["total_bytes"] / _GIB
-    _fail(f"would not fit: needs {need:.2f} GiB per device of {limit:g} GiB on {_TOPOLOGY.value}; shard more "
-          "(config.mesh.fsdp), set config.model.remat=full, or use a smaller batch or clip.", 1)
+    print(f"would not fit: needs {need:.2f} GiB per device of {limit:g} GiB on {f.topology}; shard more "
+          "(config.mesh.fsdp), set config.model.remat=full, or use a smaller batch or clip.", file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command.run(main, define_flags)

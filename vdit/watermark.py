@@ -1,28 +1,36 @@
 """Detects vdit's invisible watermark in files (vdit.media.watermark).
 
   python -m vdit.watermark detect FILE [FILE ...]     # prints a verdict and score per file
+
+Prints one tab-separated line per file (PATH, watermarked|clean|error, score or reason); a file that
+cannot be read is also named in the error line on stderr, and the exit status is then 2.
 """
-import sys
+from vdit.core import command
+from vdit.core.errors import UserError
 
-from vdit.media.watermark import detect
+_USAGE = "detect FILE [FILE ...]"
 
 
-def main(argv: list[str]) -> int:
-  if len(argv) < 2 or argv[0] != "detect":
-    print("usage: python -m vdit.watermark detect FILE [FILE ...]", file=sys.stderr)
-    return 2
+def main(f, args: list[str]):
+  del f
+  if len(args) < 2 or args[0] != "detect":
+    raise UserError(f"expected `{_USAGE}`, got {' '.join(args) or 'nothing'}; "
+                    "e.g. python -m vdit.watermark detect out/000.mp4")
   from vdit.media import video_reader
-  status = 0
-  for path in argv[1:]:
+  from vdit.media.watermark import detect
+  unreadable = []
+  for path in args[1:]:
     try:
       marked, value = detect(video_reader.read_video(path))
     except video_reader.VideoReadError as e:
       print(f"{path}\terror\t{e}")
-      status = 1
+      unreadable.append(str(e))
       continue
     print(f"{path}\t{'watermarked' if marked else 'clean'}\tscore={value:.2f}")
-  return status
+  if unreadable:
+    raise UserError(f"{len(unreadable)} of {len(args) - 1} files could not be read ({'; '.join(unreadable)}); "
+                    "pass video or image files.")
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  command.run(main, positional=_USAGE)

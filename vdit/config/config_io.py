@@ -10,6 +10,7 @@ import math
 
 import ml_collections
 
+from vdit.config import experiment, schema, upgrade
 from vdit.core.errors import ConfigError
 from vdit.core.workdir_files import CONFIG_FILE
 
@@ -44,8 +45,7 @@ def validate(config) -> None:
     _require(error is None, f"config.{error}")
   _require(m.context_parallel in CONTEXT_PARALLEL_MODES,
            f"config.model.context_parallel={m.context_parallel!r}; choose one of {CONTEXT_PARALLEL_MODES}.")
-  _require(m.get("variant", "vdit") in VARIANTS,
-           f"config.model.variant={m.get('variant')!r}; choose one of {sorted(VARIANTS)}.")
+  _require(m.variant in VARIANTS, f"config.model.variant={m.variant!r}; choose one of {sorted(VARIANTS)}.")
   _require(isinstance(m.scan_layers, bool), f"config.model.scan_layers={m.scan_layers!r} must be True or False.")
   _require(m.prediction in PREDICTIONS, f"config.model.prediction={m.prediction!r}; choose one of {PREDICTIONS}.")
   for key in ("dtype", "param_dtype"):
@@ -80,14 +80,14 @@ def validate(config) -> None:
 def _axis_size(config, axis: str) -> int | None:
   """An axis's size across slices (mesh x dcn_mesh); None where -1 leaves it to the device count."""
   ici = dict(config.mesh).get(axis, 1)
-  return None if ici == -1 else ici * dict(config.get("dcn_mesh") or {}).get(axis, 1)
+  return None if ici == -1 else ici * dict(config.dcn_mesh).get(axis, 1)
 
 
 def _validate_parallelism(config) -> None:
   """Mesh axes against the model: what the device count does not decide (make_mesh checks that)."""
   m, mesh = config.model, dict(config.mesh)
   try:
-    sharding.dcn_sizes(dict(config.get("dcn_mesh") or {}))
+    sharding.dcn_sizes(dict(config.dcn_mesh))
     # Names, signs and -1s only (against a device count the sizes fit); make_mesh checks the count.
     sharding.mesh_sizes(mesh, math.prod(s for s in mesh.values() if s > 0))
   except sharding.MeshConfigError as e:
@@ -127,9 +127,9 @@ def check_video_size(config, num_frames: int, height: int, width: int, what: str
 
 def model_signature(config) -> dict:
   """Flat {'model.dim': 128, ...} of every setting that determines the parameters' shapes."""
-  flat = {}
+  flat, values = {}, experiment.to_dict(config) if experiment.is_frozen(config) else config
   for section in ("model", "text"):
-    for key, value in config[section].items():
+    for key, value in values[section].items():
       name = f"{section}.{key}"
       if name not in _RUNTIME_ONLY and not (name in _OMITTED_AT and value == _OMITTED_AT[name]):
         flat[name] = list(value) if isinstance(value, (tuple, list)) else value
@@ -140,21 +140,52 @@ def save(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
   tmp = path + ".tmp"
+  if experiment.is_frozen(config):
+    config = experiment.thaw(config)
   with open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   os.replace(tmp, path)
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:
+  """A workdir's config.json, upgraded to today's schema (vdit.config.upgrade) and locked."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise ConfigError(f"No {CONFIG_FILE} in workdir {workdir!r}: is this a vdit training workdir? "
                       "Train with `python -m vdit.main --config=... --workdir=DIR` first.")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.model.patch_size = tuple(config.model.patch_size)
-  config.sample.prompts = tuple(config.sample.prompts)
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"Cannot read {path}: {e}. Restore the file, or retrain into a new --workdir.") from None
+  if not isinstance(raw, dict) or "model" not in raw:
+    raise ConfigError(f"{path} is not a DiT workdir's config (a VAE workdir's?); give the workdir of a "
+                      "`python -m vdit.main --config=configs/toy.py`-style run.")
+  return from_dict(upgrade.upgrade(raw, path), path)
+
+
+def from_dict(values: dict, source: str) -> ml_collections.ConfigDict:
+  """Today's schema with `values` (a config.json's, upgraded) laid over it; an unknown key is an error."""
+  config = ml_collections.ConfigDict(_merged(schema.default_config().to_dict(), values, source, ""))
+  config.lock()
   return config
+
+
+_TABLES = ("mesh", "dcn_mesh", "train.conditioning")  # their keys are the file's, not the schema's
+
+
+def _merged(defaults: dict, values: dict, source: str, prefix: str) -> dict:
+  out = dict(defaults)
+  for key, value in values.items():
+    name = f"{prefix}{key}"
+    if key not in defaults:
+      raise ConfigError(f"{source}: unknown key {name!r} (written by another vdit version?); remove it or "
+                        "upgrade vdit.")
+    if isinstance(defaults[key], dict) and name not in _TABLES:
+      out[key] = _merged(defaults[key], value, source, name + ".")
+    else:
+      out[key] = tuple(value) if isinstance(defaults[key], tuple) else value
+  return out
 
 
 def for_inference(config):
@@ -166,9 +197,9 @@ def for_inference(config):
   from vdit.model import attention
   m = config.model
   with config.unlocked():
-    if attention.backend_error(m.get("attention", "xla")):
+    if attention.backend_error(m.attention):
       logging.warning("model.attention=%r is unavailable here; sampling with 'xla'.", m.attention)
       m.attention = "xla"
-    if m.get("context_parallel", "none") != "none":
+    if m.context_parallel != "none":
       m.context_parallel = "none"
   return config

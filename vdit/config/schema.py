@@ -5,6 +5,7 @@ config file is an error rather than a silently ignored setting.
 """
 import ml_collections
 
+from vdit.config.upgrade import VERSION
 from vdit.text.tokenizer import Tokenizer
 
 
@@ -21,6 +22,8 @@ def parse_args(arg: str | None, **defaults) -> dict:
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  # The on-disk format of a workdir's config.json; vdit/config/upgrade.py upgrades older ones.
+  c.config_version = VERSION
   c.seed = 0
 
   # Mesh axis sizes; one -1 fills the remaining devices. Rules map logical names to these axes

@@ -129,6 +129,13 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
+  # `with Checkpointer(...) as c:` closes it on every exit: Orbax's threads must not outlive an error.
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, workdir_files.CHECKPOINTS_DIR)

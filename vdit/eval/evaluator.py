@@ -18,6 +18,7 @@ from vdit.data import dataset_files
 from vdit.eval import eval_config as eval_config_lib
 from vdit.eval import scores, val_loss
 from vdit.diffusion.generation import VideoSampler
+from vdit.diffusion.options import SampleOptions
 from vdit.media import pixels
 from vdit.text import conditioner
 
@@ -108,9 +109,8 @@ class Evaluator:
     self.sampler.params = params
     opts = dict(num_frames=self.shape[0], height=self.shape[1], width=self.shape[2],
                 channels=3 if self.space.is_latent else self.config.model.in_channels, patch_size=tuple(self.config.model.patch_size),
-                steps=e.steps or s.steps, cfg=s.cfg if e.cfg < 0 else e.cfg, sampler=e.sampler or s.sampler,
-                shift=s.shift, negative_prompt=s.negative_prompt,
-                guidance_interval=tuple(s.get("guidance_interval", (0.0, 1.0))))
+                **SampleOptions.from_section(s, steps=e.steps or None, cfg=None if e.cfg < 0 else e.cfg,
+                                             sampler=e.sampler or None).generate_kwargs())
     videos = []
     for start in range(0, len(self.prompts), e.batch_size):
       batch = slice(start, start + e.batch_size)

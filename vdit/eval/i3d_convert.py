@@ -10,11 +10,10 @@ safetensors file with the vdit names of `vdit.eval.i3d.I3D`, loaded by `I3DFeatu
 """
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 
-from vdit.core import weights
+from vdit.core import command, weights
 from vdit.eval import i3d
 
 # PyTorch parameter suffix -> vdit suffix; the unit prefix (`Mixed_3b.b1b`, `logits`) is the same.
@@ -106,16 +105,17 @@ def convert_file(input_path: str, output_path: str, width_divisor: int = 1) -> d
   return metadata
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
+def define_flags():
+  command.define_path("input", None, "pytorch-i3d state dict: .pt/.pth (needs torch) or .safetensors.",
+                      required=True)
+  flags.DEFINE_string("output", None, "Output .safetensors file for vdit.eval.i3d.I3DFeatures.", required=True)
+  flags.DEFINE_integer("width_divisor", 1, "Channel divisor of the network (1 = real I3D).", lower_bound=1)
+
+
+def main(f):
   metadata = convert_file(f.input, f.output, f.width_divisor)
   print(f"Wrote {f.output} ({metadata}).")
 
 
 if __name__ == "__main__":
-  # Flags live here, not at import, so importing the converter defines no global flags.
-  flags.DEFINE_string("input", None, "pytorch-i3d state dict: .pt/.pth (needs torch) or .safetensors.", required=True)
-  flags.DEFINE_string("output", None, "Output .safetensors file for vdit.eval.i3d.I3DFeatures.", required=True)
-  flags.DEFINE_integer("width_divisor", 1, "Channel divisor of the network (1 = real I3D).")
-  app.run(main)
+  command.run(main, define_flags)

@@ -13,14 +13,14 @@ direction and the shape's path are kept), text-to-image (colour), and a long vid
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
+from vdit.diffusion.options import SampleOptions
 from vdit.toy import world as toy_world
 from vdit.toy import spec as toy_spec
-from vdit.core import checkpoint as ckpt_lib
-from vdit.config import config_io
-from vdit.core import logs
+from vdit.config import pretrained
+from vdit.core import command, logs
 from vdit.diffusion import modes as sample_modes
 from vdit.parallel import sharding
 from vdit.model import factory
@@ -28,13 +28,6 @@ from vdit.media import video_io
 from vdit.toy import judge
 from vdit.diffusion.generation import VideoSampler
 from vdit.text.tokenizer import Tokenizer
-
-_WORKDIR = flags.DEFINE_string("workdir", "runs/toy", "A trained toy workdir.")
-_OUT = flags.DEFINE_string("out", "runs/toy/modes", "Where the GIFs and results.json go.")
-_VIDEOS = flags.DEFINE_integer("videos", 8, "Videos per mode.")
-_EDIT_STRENGTH = flags.DEFINE_float("edit_strength", 0.8, "SDEdit strength of the edit mode.")
-_MODES = flags.DEFINE_list("modes", None, "Modes to run (default: all of them).")
-
 
 def _clip(rng, colour, shape, direction, t, size):
   start, speed, radius = toy_world.sample_motion(rng, direction, num_frames=t, height=size, width=size)
@@ -168,34 +161,40 @@ def summarise(results: dict) -> dict:
 
 def load_sampler(workdir: str):
   """(VideoSampler on the latest EMA weights, sample_modes options from the config's sample settings)."""
-  config = config_io.for_inference(config_io.load(workdir))
+  config = pretrained.load_config(workdir)
   s = config.sample
-  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   mesh = sharding.make_mesh({"data": -1})
+  with pretrained.Checkpoints(workdir, config, mesh) as checkpoints:
+    params = checkpoints.restore(checkpoints.select("latest")[0])
   graphdef, _ = factory.abstract_model(config)
-  params = checkpointer.restore_item(checkpointer.latest_step(), "ema", factory.abstract_params(config, mesh))
-  checkpointer.close()
   sampler = VideoSampler(graphdef, params, Tokenizer(config.text.max_length), mesh=mesh)
   opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=3,
-              patch_size=config.model.patch_size, steps=s.steps, cfg=s.cfg, sampler="dpmpp_2m", shift=s.shift)
+              patch_size=config.model.patch_size,
+              **SampleOptions.from_section(s, sampler="dpmpp_2m").generate_kwargs())  # the judge's fixed sampler
   return sampler, opts
 
 
-def main(argv):
-  del argv
+def define_flags():
+  command.define_path("workdir", "runs/toy", "A trained toy workdir.", kind="dir")
+  flags.DEFINE_string("out", "runs/toy/modes", "Where the GIFs and results.json go.")
+  flags.DEFINE_integer("videos", 8, "Videos per mode.", lower_bound=1)
+  flags.DEFINE_float("edit_strength", 0.8, "SDEdit strength of the edit mode.", lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_list("modes", None, f"Modes to run, of {','.join(MODES)} (default: all of them).")
+  flags.register_validator("modes", lambda modes: not modes or set(modes) <= set(MODES),
+                           f"choose modes from {','.join(MODES)}")
+
+
+def main(f):
   logs.quiet_library_logs()
-  modes = tuple(_MODES.value or MODES)
-  if set(modes) - set(MODES):
-    raise app.UsageError(f"--modes={','.join(modes)}: choose from {','.join(MODES)}.")
-  sampler, opts = load_sampler(_WORKDIR.value)
-  os.makedirs(_OUT.value, exist_ok=True)
-  results = judge_modes(sampler, opts, _VIDEOS.value, _OUT.value, modes=modes,
-                        edit_strength=_EDIT_STRENGTH.value)
+  modes = tuple(f.modes or MODES)
+  sampler, opts = load_sampler(f.workdir)
+  os.makedirs(f.out, exist_ok=True)
+  results = judge_modes(sampler, opts, f.videos, f.out, modes=modes, edit_strength=f.edit_strength)
   summary = summarise(results)
-  with open(os.path.join(_OUT.value, "results.json"), "w") as f:
-    json.dump({"summary": summary, "videos": results}, f, indent=2)
+  with open(os.path.join(f.out, "results.json"), "w") as out:
+    json.dump({"summary": summary, "videos": results}, out, indent=2)
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command.run(main, define_flags)

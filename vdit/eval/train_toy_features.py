@@ -13,12 +13,13 @@ import time
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from vdit.media import pixels
 from vdit.toy import spec as toy_spec
-from vdit.core import weights
+from vdit.core import command, weights
+from vdit.core.errors import UserError
 from vdit.data import dataset_files
 from vdit.eval import toy_features
 from vdit.text.tokenizer import Tokenizer
@@ -40,8 +41,8 @@ def load_training_set(data_dir: str, num_clips: int, num_frames: int, seed: int)
   clips = dataset_files.read_clips(data_dir, limit=num_clips, seed=seed)
   parsed = [toy_spec.parse_caption(c["caption"]) for c in clips]
   if not clips or any(p is None for p in parsed):
-    raise ValueError(f"{data_dir}: the toy feature network trains on toy-world captions only "
-                     "(python -m data_prep.toy_world).")
+    raise UserError(f"{data_dir}: the toy feature network trains on toy-world captions only "
+                    "(python -m data_prep.toy_world).")
   short = min(c["frames"].shape[0] for c in clips)
   num_frames = min(num_frames, short)
   videos = np.stack([c["frames"][:num_frames] for c in clips])
@@ -122,20 +123,20 @@ def train(data_dir: str, out: str, *, steps: int = 600, batch_size: int = 64, nu
           "seconds": round(time.time() - start, 1)}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  f = flags.FLAGS
+def define_flags():
+  command.define_path("data", None, "A toy dataset (python -m data_prep.toy_world).", kind="dir", required=True)
+  flags.DEFINE_string("out", None, "Output weights file (.safetensors).", required=True)
+  flags.DEFINE_integer("steps", 600, "Training steps (about 80 s on a 2-core CPU).", lower_bound=1)
+  flags.DEFINE_integer("batch_size", 64, "Clips per step.", lower_bound=1)
+  flags.DEFINE_integer("num_clips", 4096, "Clips read from the dataset (1/8 held out for the report).", lower_bound=2)
+  flags.DEFINE_integer("seed", 0, "Seed for clip choice, initialisation and batches.")
+
+
+def main(f):
   report = train(f.data, f.out, steps=f.steps, batch_size=f.batch_size, num_clips=f.num_clips, seed=f.seed)
   print(json.dumps(report, indent=2))
   print(f"Wrote {f.out}")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("data", None, "A toy dataset (python -m data_prep.toy_world).", required=True)
-  flags.DEFINE_string("out", None, "Output weights file (.safetensors).", required=True)
-  flags.DEFINE_integer("steps", 600, "Training steps (about 80 s on a 2-core CPU).")
-  flags.DEFINE_integer("batch_size", 64, "Clips per step.")
-  flags.DEFINE_integer("num_clips", 4096, "Clips read from the dataset (1/8 held out for the report).")
-  flags.DEFINE_integer("seed", 0, "Seed for clip choice, initialisation and batches.")
-  app.run(main)
+  command.run(main, define_flags)

@@ -1,0 +1,1 @@
+"""The generator network in Flax NNX: layers with logical axes, attention kernels and context parallelism, RoPE, patchify, the DiT, the small text encoder, and the factory that builds them from a config."""

@@ -62,18 +62,18 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
   m, t = config.model, config.text
   dtype, param_dtype = dtype_from_name(m.dtype), dtype_from_name(m.param_dtype)
   text_encoder = None  # text.encoder="t5": frozen, outside the model (vdit/text/conditioner.py)
-  if t.get("encoder", "trainable") == "trainable":
+  if t.encoder == "trainable":
     if not t.vocab_size:
       raise ValueError("config.text.vocab_size is 0: the config boundary sets it to the tokenizer's size "
                        "(vdit.text.tokenizer) before a model is built.")
     text_encoder = TextEncoder(vocab_size=t.vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
                                mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-  # .get: workdir configs written before a key existed rebuild with its old behaviour.
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
-            remat=m.remat, frame_conditioning=m.get("frame_conditioning", False),
-            attention=m.get("attention", "xla"), context_parallel=m.get("context_parallel", "none"),
-            scan_layers=m.get("scan_layers", True), **VARIANTS[m.get("variant", "vdit")], rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+            remat=m.remat, frame_conditioning=m.frame_conditioning,
+            attention=m.attention, context_parallel=m.context_parallel,
+            scan_layers=m.scan_layers, **VARIANTS[m.variant], rngs=rngs, dtype=dtype,
+            param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)
 
 def abstract_model(config):

@@ -71,7 +71,7 @@ class CachedEmptyCaption:
 
 def for_sampling(config, mesh=None):
   """The conditioner `vdit.sample` and evals use for a workdir's config."""
-  if config.text.get("encoder", "trainable") == "t5":
+  if config.text.encoder == "t5":
     # The encoder's weights in the DiT's compute dtype: umT5-XXL is ~11 GB in bfloat16, 22 in float32.
     from vdit.model.factory import dtype_from_name
     return T5Text(config.text.t5_path, config.text.tokenizer_path, config.text.max_length, mesh=mesh,
@@ -81,6 +81,6 @@ def for_sampling(config, mesh=None):
 
 def for_training(config, data_dir: str):
   """The trainer's conditioner: the tokenizer, or the cache's empty caption for a frozen encoder."""
-  if config.text.get("encoder", "trainable") == "t5":
+  if config.text.encoder == "t5":
     return CachedEmptyCaption.from_cache(data_dir, config.text.max_length)
   return Tokenizer(config.text.max_length)

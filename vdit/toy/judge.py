@@ -11,11 +11,12 @@ import json
 import os
 from typing import Optional
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from vdit.toy import spec as toy_spec
+from vdit.core import command
+from vdit.core.errors import UserError
 from vdit.media import video_reader
 
 # A pixel is foreground when its RGB lies this far (Euclidean) from BACKGROUND; every palette
@@ -150,7 +151,7 @@ def _load_held_out(path: str) -> set:
     data = json.load(f)
   combos = data.get("combinations") if isinstance(data, dict) else None
   if not isinstance(combos, list) or not all(isinstance(c, list) and len(c) == 3 for c in combos):
-    raise ValueError(f"{path}: expected {{\"combinations\": [[colour, shape, direction], ...]}}")
+    raise UserError(f"{path}: expected {{\"combinations\": [[colour, shape, direction], ...]}}")
   return {tuple(c) for c in combos}
 
 
@@ -165,9 +166,9 @@ def _read_index(index_path: str) -> list:
       try:
         entry = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{index_path}:{line_no}: not valid JSON ({e})") from e
+        raise UserError(f"{index_path}:{line_no}: not valid JSON ({e})") from e
       if not isinstance(entry, dict) or "prompt" not in entry or "path" not in entry:
-        raise ValueError(f"{index_path}:{line_no}: each line needs 'prompt' and 'path' keys")
+        raise UserError(f"{index_path}:{line_no}: each line needs 'prompt' and 'path' keys")
       entries.append((line_no, entry))
   return entries
 
@@ -215,20 +216,19 @@ def judge_index(index_path: str, held_out_path: Optional[str] = None) -> dict:
   }
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  report = json.dumps(judge_index(flags.FLAGS.index, flags.FLAGS.held_out), indent=2)
+def define_flags():
+  command.define_path("index", None, "index.jsonl listing generated videos and prompts.", required=True)
+  command.define_path("held_out", None, "held_out.json naming held-out combinations.")
+  flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
+
+
+def main(f):
+  report = json.dumps(judge_index(f.index, f.held_out), indent=2)
   print(report)
-  if flags.FLAGS.out:
-    with open(flags.FLAGS.out, "w") as f:
-      f.write(report + "\n")
+  if f.out:
+    with open(f.out, "w") as out:
+      out.write(report + "\n")
 
 
 if __name__ == "__main__":
-  # Flags live here, not at import, so importing the judge defines no global flags.
-  flags.DEFINE_string("index", None, "index.jsonl listing generated videos and prompts.")
-  flags.DEFINE_string("held_out", None, "held_out.json naming held-out combinations.")
-  flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
-  flags.mark_flag_as_required("index")
-  app.run(main)
+  command.run(main, define_flags)

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from vdit.core.errors import UserError
 from vdit.toy import spec as toy_spec
 from vdit.data import dataset_files, records
 
@@ -45,7 +46,7 @@ def choose_held_out(num_held_out: int, rng: np.random.Generator) -> list[tuple[s
         pair_counts[p] -= 1
       held_out.append(combos[i])
   if len(held_out) < num_held_out:
-    raise ValueError(
+    raise UserError(
         f"Cannot hold out {num_held_out} combinations while keeping every attribute pair in "
         f"training (managed {len(held_out)}); lower num_held_out.")
   return sorted(held_out)
@@ -95,16 +96,16 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
   reference and validation set for `vdit.evaluate` that no training clip duplicates.
   """
   if split not in ("train", "eval"):
-    raise ValueError(f"split={split!r}; choose 'train' or 'eval'.")
+    raise UserError(f"split={split!r}; choose 'train' or 'eval'.")
   if num_clips < 1 or not 1 <= num_shards <= num_clips:
-    raise ValueError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
-                     f"num_clips={num_clips}, num_shards={num_shards}.")
+    raise UserError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
+                    f"num_clips={num_clips}, num_shards={num_shards}.")
   if num_frames < 2:
-    raise ValueError(f"num_frames must be >= 2 to show motion, got {num_frames}.")
+    raise UserError(f"num_frames must be >= 2 to show motion, got {num_frames}.")
   size = min(height, width)
   worst_room = size - 2 * (size / 6 + _MARGIN)  # Largest radius, shortest axis.
   if worst_room / (num_frames - 1) < _MIN_SPEED * size / 32:
-    raise ValueError(
+    raise UserError(
         f"{num_frames} frames of {height}x{width} leave no room for visible motion; use fewer "
         "frames or a larger frame.")
   held_rng, train_rng, eval_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))

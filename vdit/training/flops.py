@@ -46,7 +46,7 @@ def dit_forward_flops(model_config, text_dim: int, video_shape, text_length: int
   d, length = m.dim, text_length
   f = int(d * m.mlp_ratio)
   patch_values = pt * ph * pw * c
-  frame_conditioning = bool(m.get("frame_conditioning", False))
+  frame_conditioning = bool(m.frame_conditioning)
   times = t // pt if frame_conditioning else 1
   patch_in = patch_values + pt * ph * pw * int(frame_conditioning)
 
@@ -62,7 +62,7 @@ def dit_forward_flops(model_config, text_dim: int, video_shape, text_length: int
 def text_encoder_flops(text_config, batch_size: int, text_length: int) -> float:
   """Matmul FLOPs of the text encoder on [batch_size, text_length] tokens (the embedding is a lookup).
   A frozen encoder (text.encoder="t5") runs outside the step, on cached embeddings: 0."""
-  if text_config.get("encoder", "trainable") != "trainable":
+  if text_config.encoder != "trainable":
     return 0.0
   e, length = text_config.dim, text_length
   g = int(e * text_config.mlp_ratio)

@@ -29,13 +29,13 @@ class Throughput:
     self._flops = 0.0
     self._compiled = False
 
-  def step(self, video_shape, compiled: bool) -> None:
-    """Counts one step on a global batch of `video_shape`; `compiled` if it compiled a program."""
+  def step(self, video_shape) -> None:
+    """Counts one step on a global batch of `video_shape`; a shape's first step compiled its program."""
     shape = tuple(video_shape)
     if shape not in self._per_shape:
       self._per_shape[shape] = flops.train_step_flops(self._config, shape)
+      self._compiled = True
     self._flops += self._per_shape[shape]
-    self._compiled |= compiled
 
   def window_scalars(self) -> dict:
     """{'tflops_per_device', 'mfu' (with a known peak)} for the window since the last call."""
@@ -52,4 +52,4 @@ class Throughput:
 
 def for_devices(config) -> Throughput:
   return Throughput(config, jax.device_count(), jax.devices()[0].device_kind,
-                    config.train.get("peak_tflops_per_device", 0.0))
+                    config.train.peak_tflops_per_device)

@@ -98,8 +98,8 @@ def architecture(config) -> wan_vae.WanVAEConfig:
   """The WanVAEConfig of config.vae (without latent statistics: the trainer measures them)."""
   v = config.vae
   for key in ("base_dim", "z_dim", "num_res_blocks"):
-    _require(v[key] >= 1, f"config.vae.{key}={v[key]} must be >= 1.")
-  fields = {k: v[k] for k in ARCHITECTURE_KEYS}
+    _require(getattr(v, key) >= 1, f"config.vae.{key}={getattr(v, key)} must be >= 1.")
+  fields = {k: getattr(v, k) for k in ARCHITECTURE_KEYS}
   fields["decoder_base_dim"] = fields["decoder_base_dim"] or None
   try:
     return wan_vae.WanVAEConfig(**fields, latents_mean=(), latents_std=())

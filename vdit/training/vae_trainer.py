@@ -1,39 +1,31 @@
-"""Trains the causal 3D video VAE (vdit/vae/wan_vae.py): `train_vae(config, workdir)` and its CLI.
+"""Trains the causal 3D video VAE (vdit/vae/wan_vae.py): `train_vae(config, workdir)`.
 
-  python -m vdit.training.vae_trainer --config=configs/vae_toy.py --workdir=runs/vae_toy [--config.train.num_steps=600]
+  python -m vdit.main --config=configs/vae_toy.py --workdir=runs/vae_toy [--config.train.num_steps=600]
 
-setup -> mesh -> input -> networks -> state (create, fine-tune from a file, or resume) -> compiled
-step -> loop (log, checkpoint, export). Every checkpoint also writes WORKDIR/vae.safetensors: the
-EMA weights in `wan_vae.FORMAT` with latents_mean/latents_std measured on training batches, so
-`vdit.vae.wan_vae.load` reads it and `normalize_latents` gives a DiT unit-scale latents. Rerunning
-the command resumes from the latest checkpoint, data iterator included.
+setup -> mesh -> input -> networks -> state (create or fine-tune from a file) -> compiled step ->
+export -> vdit.training.loop (which checkpoints, resumes, logs and handles preemption). Every
+checkpoint also writes WORKDIR/vae.safetensors: the EMA weights in `wan_vae.FORMAT` with
+latents_mean/latents_std measured on training batches, so `vdit.vae.wan_vae.load` reads it and
+`normalize_latents` gives a DiT unit-scale latents. Rerunning the command resumes from the latest
+checkpoint, data iterator included.
 """
 import dataclasses
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vdit.core import workdir_files
-from vdit.core import checkpoint as ckpt_lib
-from vdit.config import config_io
-from vdit.parallel import sharding
-from vdit.training import train_state
-from vdit.core import weights
+from vdit.config import experiment
+from vdit.core import weights, workdir_files
 from vdit.data import bucket_plan, dataset_files, pipeline
-from vdit.training.jsonl_writer import JsonlWriter
+from vdit.parallel import sharding
 from vdit.text.tokenizer import Tokenizer
-from vdit.training.dit_trainer import PreemptionFlag
+from vdit.training import loop, train_state, vae_config, vae_losses, vae_step
 from vdit.vae import wan_vae
-from vdit.training import vae_config
-from vdit.training import vae_losses
-from vdit.training import vae_step
 
 EXPORT_FILE = workdir_files.VAE_FILE
 _STATS_SEED_OFFSET = 1  # latent statistics read their own stream of training crops
@@ -136,46 +128,30 @@ def held_out_psnr(reconstruct_psnr, vae_params, batches, mesh, num_batches: int)
   return float(np.mean(np.concatenate(scores)))
 
 
-def _check_compatible(checkpointer, step, signature, workdir):
-  saved = checkpointer.read_meta(step).get("vae_signature", {})
-  if saved != signature:
-    raise ckpt_lib.CheckpointError(
-        f"Workdir {workdir!r} holds a VAE checkpoint (step {step}) of a different setup: "
-        f"{ckpt_lib.describe_mismatch(saved, signature)}. Use a new --workdir, or restore the original config.")
-
-
 def train_vae(config, workdir: str):
   """Trains (or resumes) the VAE in `workdir`; returns the final train state."""
-  # ---- Setup (every check of the input before anything is written) --------------------------------
+  # ---- Setup (every check of the input before the loop writes anything) --------------------------
   config = config.copy_and_resolve_references()
   arch = vae_config.validate(config)
+  config = experiment.freeze(config)  # the boundary: below here, typed read-only values
   weights_cfg = vae_config.loss_weights(config)
   init_params = _init_vae(config)
   perceptual_graphdef = perceptual = None
   if weights_cfg.perceptual > 0:
     perceptual_graphdef, perceptual = nnx.split(vae_losses.load_perceptual(config.loss.perceptual_weights))
-  mesh = sharding.make_mesh(dict(config.mesh))
-  replicated = NamedSharding(mesh, P())
-  multiple = bucket_plan.lcm(mesh.shape["data"], jax.process_count())
-  buckets = _plan_buckets(config, config.data.dir, arch, multiple)
-  eval_buckets = _plan_buckets(config, config.eval.dir, arch, multiple) if config.eval.dir else None
   workdir = os.path.abspath(workdir)
   tr = config.train
-  signature = vae_config.signature(config, arch)
-  checkpointer = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), max_to_keep=tr.keep_checkpoints,
-                                       async_save=tr.async_checkpoint)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    _check_compatible(checkpointer, latest, signature, workdir)
   lead = jax.process_index() == 0
-  if lead:
-    config_io.save(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
-  if lead:
-    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, workdir_files.METRICS_FILE))])
+
+  # ---- Mesh --------------------------------------------------------------------------------------
+  mesh = sharding.make_mesh(dict(config.mesh))
+  replicated = NamedSharding(mesh, P())
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(), jax.process_count())
 
   # ---- Input -------------------------------------------------------------------------------------
+  multiple = bucket_plan.lcm(mesh.shape["data"], jax.process_count())
+  buckets = _plan_buckets(config, config.data.dir, arch, multiple)
+  eval_buckets = _plan_buckets(config, config.eval.dir, arch, multiple) if config.eval.dir else None
   for b in buckets:
     logging.info("Bucket %s: %d clips, train %dx%dx%d, batch %d, %.1f%% of steps.", b.name, b.num_clips,
                  b.frames, b.height, b.width, b.batch_size, 100 * b.weight)
@@ -188,24 +164,19 @@ def train_vae(config, workdir: str):
   init, vae_graphdef, disc_graphdef = _state_fns(arch, config, tx, disc_tx)
   perceptual_params = jax.device_put(nnx.to_pure_dict(perceptual), replicated) if perceptual is not None else None
 
-  # ---- State: create, fine-tune from a file, or resume --------------------------------------------
-  base_key = jax.random.key(config.seed)
+  # ---- State: created (fine-tuned from a file) or restored by the loop ---------------------------
   if init_params is not None:
-    init_params = jax.device_put(init_params, replicated)
-  if latest is not None:
-    shapes = jax.eval_shape(init, base_key, init_params)
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
-    restored, data_state = checkpointer.restore(latest, target)
-    if data_state is not None:
-      data_iter.set_state(data_state)
-    state = dict(restored, step=jax.device_put(jnp.int32(latest), replicated))
-    logging.info("Resumed from step %d in %s.", latest, checkpointer.directory)
-  else:
-    state = _jit(config, init, out_shardings=replicated)(jax.random.fold_in(base_key, 1), init_params)
-    logging.info("Initialised the VAE %s.", f"from {config.vae.init_weights}" if init_params is not None else
-                 "at random")
-  del init_params
-  start_step = int(state["step"])
+    init_params = jax.device_get(init_params)  # on the host until used: no device copy kept while training
+
+  def init_state(key):
+    params = jax.device_put(init_params, replicated) if init_params is not None else None
+    state = _jit(config, init, out_shardings=replicated)(key, params)
+    logging.info("Initialised the VAE %s.", f"from {config.vae.init_weights}" if params is not None else "at random")
+    return state
+
+  def abstract_state():
+    shapes = jax.eval_shape(init, jax.random.key(config.seed), init_params)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
   # ---- Compiled step -----------------------------------------------------------------------------
   step_fn = vae_step.make_train_step(vae_graphdef, tx, weights_cfg, ema_decay=config.optim.ema_decay,
@@ -214,9 +185,11 @@ def train_vae(config, workdir: str):
   jit_step = _jit(config, step_fn, out_shardings=(replicated, None), donate_argnums=0)
   encode_mean = _jit(config, vae_step.make_encode_mean(vae_graphdef))
   reconstruct_psnr = _jit(config, vae_step.make_reconstruct_psnr(vae_graphdef))
+
+  # ---- Export (at every checkpoint) --------------------------------------------------------------
   export_path = os.path.join(workdir, EXPORT_FILE)
 
-  def export_and_evaluate(step):
+  def export_and_evaluate(step, state, writer):
     """vae.safetensors from the EMA weights, and the held-out PSNR when config.eval.dir is set."""
     stats_batches = _batches(config, buckets, config.seed + _STATS_SEED_OFFSET)
     mean, std = latent_statistics(encode_mean, state["ema"]["vae"], stats_batches, mesh,
@@ -234,64 +207,16 @@ def train_vae(config, workdir: str):
     writer.write_scalars(step, scalars)
     logging.info("Step %d: exported %s (%s).", step, export_path, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
 
+  def export_if_missing(step, state, writer):  # e.g. killed between the last checkpoint and its export
+    if not os.path.exists(export_path):
+      export_and_evaluate(step, state, writer)
+
   # ---- Loop --------------------------------------------------------------------------------------
-  preemption = PreemptionFlag()
-  report = periodic_actions.ReportProgress(num_train_steps=tr.num_steps, writer=writer, every_steps=tr.log_every)
   schedule = train_state.learning_rate_schedule(config.optim, tr.num_steps)
-  pending, compiled_shapes, step = [], set(), start_step
-  if start_step >= tr.num_steps:
-    logging.info("Already trained %d/%d steps; nothing to do.", start_step, tr.num_steps)
-  while step < tr.num_steps:
-    video = _global_video(next(data_iter), mesh)
-    t0 = time.time()
-    state, metrics = jit_step(state, video, jax.random.fold_in(base_key, step + 2), perceptual_params)
-    step += 1
-    if video.shape not in compiled_shapes:  # a new bucket: this step compiled (once, then cached)
-      compiled_shapes.add(video.shape)
-      jax.block_until_ready(metrics)
-      logging.info("Step %d: compiled and ran the VAE step for batch %s in %.1fs.", step, video.shape,
-                   time.time() - t0)
-    pending.append(metrics)
-    report(step)
-    if step % tr.log_every == 0 or step == tr.num_steps:
-      host = jax.device_get(pending)
-      scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      writer.write_scalars(step, dict(scalars, lr=float(schedule(step - 1))))
-      pending = []
-    stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
-    if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
-      checkpointer.save(step, state, meta={"vae_signature": signature}, data_state=data_iter.get_state(),
-                        force=True)
-      export_and_evaluate(step)
-    if stop:
-      logging.warning("Stopping at step %d after preemption; rerun the same command to resume.", step)
-      break
-  if step == start_step and not os.path.exists(export_path):  # e.g. killed between checkpoint and export
-    export_and_evaluate(step)
-  checkpointer.close()
-  writer.flush()
-  writer.close()
-  return state
-
-
-def main(argv):
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from vdit.parallel import distributed  # pylint: disable=g-import-not-at-top
-  from vdit.core import logs
-  from vdit.core.errors import exit_on_user_error  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logs.quiet_library_logs()
-  distributed.maybe_initialize()
-  exit_on_user_error(lambda: train_vae(flags.FLAGS.config, flags.FLAGS.workdir))
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  # Flags live here, not at import: tests import train_vae without claiming global flags.
-  config_flags.DEFINE_config_file("config", None, "VAE config file (configs/vae_NAME.py[:args]).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and vae.safetensors.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  return loop.train(config, workdir, loop.Hooks(
+      train_step=lambda state, batch, key: jit_step(state, batch["video"], key, perceptual_params),
+      init_state=init_state, abstract_state=abstract_state,
+      batches=data_iter, global_batch=lambda batch: {"video": _global_video(batch, mesh)},
+      meta={"vae_signature": vae_config.signature(config, arch)}, mismatch="VAE setup",
+      log_scalars=lambda step: {"lr": float(schedule(step - 1))},
+      after_checkpoint=(export_and_evaluate,), already_trained=export_if_missing))

@@ -1,1 +1,1 @@
-"""Video VAEs: `wan_vae` (Wan 2.1's causal 3D VAE) and its weight converter `convert_wan_vae`."""
+"""Video VAEs and the latent space: `wan_vae` (Wan 2.1's causal 3D VAE), its chunk and tile loops, and `latents` (pixels or normalised latents). The converter of released weights is vdit.interop.wan.vae_weights."""

@@ -24,9 +24,8 @@ class LatentSpaceError(UserError):
 
 
 def vae_path(config) -> str:
-  """config.latent.vae, or "" (pixel space), also for workdir configs written before the key."""
-  latent = config.get("latent", None)
-  return (latent.get("vae", "") if latent is not None else "") or ""
+  """config.latent.vae, or "" (pixel space)."""
+  return config.latent.vae or ""
 
 
 def file_digest(path: str) -> str:
@@ -150,7 +149,7 @@ def check_cache(config, metadata: dict, data_dir: str) -> None:
                            f"sha256 {str(cached.get('vae_sha256'))[:12]}...) than config.latent.vae={path!r} "
                            f"(sha256 {file_digest(path)[:12]}...); re-cache with this VAE or name the one used.")
   text = (cached or {}).get("text")
-  if config.text.get("encoder", "trainable") == "t5":
+  if config.text.encoder == "t5":
     if not text:
       raise LatentSpaceError(f"config.text.encoder='t5' trains on cached text embeddings, but data.dir={data_dir!r} "
                              "has none; cache them with data_prep.cache_latents --t5=DIR --tokenizer=FILE.")

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from vdit.core import weights
+from vdit.core.errors import ConfigError, UserError
 from vdit.model.dit import VARIANTS, DiT
 
 SOURCES = ("wan2.1",)
@@ -80,30 +81,30 @@ def model_overrides(cfg: dict, source: str = "config") -> dict:
   diffusers WanTransformer3DModel config.json's contents.
 
   Raises:
-    ValueError: naming `source` and the unknown key or the value vdit does not build.
+    ConfigError: naming `source` and the unknown key or the value vdit does not build.
   """
   if cfg.get("_class_name", CLASS_NAME) != CLASS_NAME:
-    raise ValueError(f"{source}: _class_name={cfg['_class_name']!r}, expected {CLASS_NAME!r}.")
+    raise ConfigError(f"{source}: _class_name={cfg['_class_name']!r}, expected {CLASS_NAME!r}.")
   cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
   unknown = sorted(set(cfg) - _KNOWN)
   if unknown:
-    raise ValueError(f"{source}: unknown {CLASS_NAME} config keys {unknown}; known: {sorted(_KNOWN)}.")
+    raise ConfigError(f"{source}: unknown {CLASS_NAME} config keys {unknown}; known: {sorted(_KNOWN)}.")
   for key, value in _REQUIRED.items():
     if cfg.get(key, value) != value:
-      raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported; vdit builds Wan 2.1 text-to-video "
-                       f"({key}={value!r}).")
+      raise ConfigError(f"{source}: {key}={cfg[key]!r} is not supported; vdit builds Wan 2.1 text-to-video "
+                        f"({key}={value!r}).")
   heads, head_dim = int(cfg.get("num_attention_heads", 40)), int(cfg.get("attention_head_dim", 128))
   dim, in_channels = heads * head_dim, int(cfg.get("in_channels", 16))
   out_channels = cfg.get("out_channels", 16) or in_channels
   if out_channels != in_channels:
-    raise ValueError(f"{source}: out_channels={out_channels} != in_channels={in_channels}; vdit's DiT predicts "
-                     "as many channels as it reads.")
+    raise ConfigError(f"{source}: out_channels={out_channels} != in_channels={in_channels}; vdit's DiT predicts "
+                      "as many channels as it reads.")
   if head_dim % 2:
-    raise ValueError(f"{source}: attention_head_dim={head_dim} must be even for RoPE.")
+    raise ConfigError(f"{source}: attention_head_dim={head_dim} must be even for RoPE.")
   ffn_dim = int(cfg.get("ffn_dim", 13824))
   mlp_ratio = ffn_dim / dim
   if int(dim * mlp_ratio) != ffn_dim:
-    raise ValueError(f"{source}: ffn_dim={ffn_dim} is not reachable as int(dim * mlp_ratio) for dim {dim}.")
+    raise ConfigError(f"{source}: ffn_dim={ffn_dim} is not reachable as int(dim * mlp_ratio) for dim {dim}.")
   return {"model.variant": "wan", "model.in_channels": in_channels,
           "model.patch_size": tuple(int(p) for p in cfg.get("patch_size", (1, 2, 2))), "model.dim": dim,
           "model.depth": int(cfg.get("num_layers", 40)), "model.num_heads": heads, "model.mlp_ratio": mlp_ratio,
@@ -184,16 +185,16 @@ def convert_state_dict(tensors: dict, overrides: dict, source: str = "checkpoint
 
 
 def read_config(path: str) -> dict:
-  """model_overrides of a diffusers config.json; ValueError naming the file if absent or unreadable."""
+  """model_overrides of a diffusers config.json; ConfigError naming the file if absent or unreadable."""
   if not os.path.isfile(path):
-    raise ValueError(f"Config file {path!r} does not exist; pass the transformer's diffusers config.json.")
+    raise ConfigError(f"Config file {path!r} does not exist; pass the transformer's diffusers config.json.")
   try:
     with open(path) as f:
       cfg = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"Config file {path!r} is not readable JSON ({e}).") from None
+    raise ConfigError(f"Config file {path!r} is not readable JSON ({e}).") from None
   if not isinstance(cfg, dict):
-    raise ValueError(f"Config file {path!r} is not a {CLASS_NAME} config (not a JSON object).")
+    raise ConfigError(f"Config file {path!r} is not a {CLASS_NAME} config (not a JSON object).")
   return model_overrides(cfg, f"Config file {path!r}")
 
 
@@ -217,10 +218,10 @@ def convert(source: str, input_path: str, config_path: str | None, output_path: 
   """Reads a diffusers transformer (safetensors + config.json), writes the vdit file; returns the
   vdit config overrides that build the matching model."""
   if source not in SOURCES:
-    raise ValueError(f"--from={source!r} is not a known source; choose one of {SOURCES}.")
+    raise UserError(f"--from={source!r} is not a known source; choose one of {SOURCES}.")
   if not config_path:
     if not os.path.isdir(input_path):
-      raise ValueError(f"--config is required when --input ({input_path!r}) is a file.")
+      raise UserError(f"--config is required when --input ({input_path!r}) is a file.")
     config_path = os.path.join(input_path, "config.json")
   overrides = read_config(config_path)
   converted = convert_state_dict(read_weights(input_path), overrides, f"Weights {input_path!r}")

@@ -11,9 +11,11 @@ Wan repository's `Wan2.1_VAE.pth` must first be turned into the diffusers layout
 import json
 import os
 
+from absl import flags
 import numpy as np
 
-from vdit.core import weights
+from vdit.core import command, weights
+from vdit.core.errors import ConfigError
 from vdit.vae import wan_vae
 
 # diffusers module names -> vdit ones (the rest of the path is the same).
@@ -33,22 +35,22 @@ def config_from_diffusers(cfg: dict, source: str = "config") -> wan_vae.WanVAECo
   """WanVAEConfig from diffusers' AutoencoderKLWan config.json contents.
 
   Raises:
-    ValueError: naming `source` and the unknown key or the unsupported value.
+    ConfigError: naming `source` and the unknown key or the unsupported value.
   """
   cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in _IGNORED_CONFIG_KEYS}
   for key, allowed in _UNSUPPORTED.items():
     value = cfg.pop(key, allowed[0])
     if value not in allowed:
-      raise ValueError(f"{source}: {key}={value!r} (Wan 2.2's VAE) is not supported; vdit builds Wan 2.1's.")
+      raise ConfigError(f"{source}: {key}={value!r} (Wan 2.2's VAE) is not supported; vdit builds Wan 2.1's.")
   factors = {k: cfg.pop(k, None) for k in ("scale_factor_temporal", "scale_factor_spatial")}
   fields = set(wan_vae.WanVAEConfig.__dataclass_fields__)
   unknown = sorted(set(cfg) - fields)
   if unknown:
-    raise ValueError(f"{source}: unknown AutoencoderKLWan config keys {unknown}; known: {sorted(fields)}.")
+    raise ConfigError(f"{source}: unknown AutoencoderKLWan config keys {unknown}; known: {sorted(fields)}.")
   config = wan_vae.WanVAEConfig(**cfg)
   for key, have in (("scale_factor_temporal", config.temporal_factor), ("scale_factor_spatial", config.spatial_factor)):
     if factors[key] is not None and factors[key] != have:
-      raise ValueError(f"{source}: {key}={factors[key]} but the architecture gives {have}.")
+      raise ConfigError(f"{source}: {key}={factors[key]} but the architecture gives {have}.")
   return config
 
 
@@ -117,15 +119,15 @@ def convert_state_dict(tensors: dict, config: wan_vae.WanVAEConfig, source: str 
 
 def read_config(path: str) -> wan_vae.WanVAEConfig:
   if not os.path.isfile(path):
-    raise ValueError(f"Config file {path!r} does not exist; pass the VAE's diffusers config.json.")
+    raise ConfigError(f"Config file {path!r} does not exist; pass the VAE's diffusers config.json.")
   try:
     with open(path) as f:
       cfg = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"Config file {path!r} is not readable JSON ({e}).") from None
+    raise ConfigError(f"Config file {path!r} is not readable JSON ({e}).") from None
   if not isinstance(cfg, dict) or cfg.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
-    raise ValueError(f"Config file {path!r} is not an AutoencoderKLWan config "
-                     f"(_class_name={cfg.get('_class_name') if isinstance(cfg, dict) else None!r}).")
+    raise ConfigError(f"Config file {path!r} is not an AutoencoderKLWan config "
+                      f"(_class_name={cfg.get('_class_name') if isinstance(cfg, dict) else None!r}).")
   return config_from_diffusers(cfg, f"Config file {path!r}")
 
 
@@ -139,18 +141,16 @@ def convert_file(input_path: str, config_path: str, output_path: str) -> wan_vae
   return config
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
+def define_flags():
+  command.define_path("input", None, "diffusers AutoencoderKLWan weights (.safetensors).", required=True)
+  command.define_path("config", None, "its diffusers config.json.", required=True)
+  flags.DEFINE_string("output", None, "output .safetensors for vdit.vae.wan_vae.load.", required=True)
+
+
+def main(f):
   config = convert_file(f.input, f.config, f.output)
   print(f"Wrote {f.output} ({config}).")
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  # Flags live here, not at import, so importing the converter defines no global flags.
-  flags.DEFINE_string("input", None, "diffusers AutoencoderKLWan weights (.safetensors).", required=True)
-  flags.DEFINE_string("config", None, "its diffusers config.json.", required=True)
-  flags.DEFINE_string("output", None, "output .safetensors for vdit.vae.wan_vae.load.", required=True)
-  app.run(main)
+  command.run(main, define_flags)

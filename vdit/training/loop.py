@@ -1,0 +1,180 @@
+"""The training loop every trainer runs: `train(config, workdir, hooks)`.
+
+A trainer builds its pieces (jitted step, state, batches, signature, callbacks) and hands them over
+as `Hooks`; the loop owns what all trainers share, in this order: checkpoints (open, refuse another
+setup's workdir before anything is written, resume), metric writers, then per step: the step,
+logging, callbacks, preemption and checkpoints. Rerunning with the same workdir resumes exactly
+from the latest checkpoint, data iterator included.
+
+It reads config.seed and config.train.{num_steps, log_every, checkpoint_every, keep_checkpoints,
+async_checkpoint}, and records the config as WORKDIR/config.json.
+"""
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from vdit.config import config_io
+from vdit.core import checkpoint as ckpt_lib
+from vdit.core import workdir_files
+from vdit.training.jsonl_writer import JsonlWriter
+
+# What callbacks get: (step, state, writer). They run on every process (collectives, checkpoints);
+# the writer of processes other than 0 only logs.
+Callback = Callable[[int, dict, metric_writers.MetricWriter], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+  """A trainer, as the loop sees it. Batches are dicts of global arrays; `batch["video"].shape`
+  names the compiled program (a new shape compiles once, then jit caches it)."""
+  train_step: Callable  # jitted (state, batch, key) -> (state, metrics); the state is donated
+  init_state: Callable  # key -> a fresh state, created sharded
+  abstract_state: Callable  # () -> the state's ShapeDtypeStructs with shardings (restore target)
+  batches: Any  # host-local batches: an iterator with get_state() / set_state() (Grain); closed at the end
+  global_batch: Callable  # host-local batch -> global arrays split over the batch axes
+  meta: dict  # signatures saved in every checkpoint; a resume needs equal ones
+  mismatch: str  # what differing signatures mean, for the error: "model config"
+  log_scalars: Callable = lambda step: {}  # extra scalars of each logged window (lr, throughput)
+  after_step: tuple = ()  # Callbacks after each step's logging: samples, evals
+  after_checkpoint: tuple = ()  # Callbacks after each checkpoint save: the VAE export
+  already_trained: Callback | None = None  # run instead of training when the workdir is finished
+  legacy_data_args: Any = None  # Orbax args restoring the iterator from older checkpoints
+
+
+# ---- Preemption ----------------------------------------------------------------------------------
+class PreemptionFlag:
+  """Set by SIGTERM (and JAX's preemption notice on TPU); the loop saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: writing a final checkpoint before exiting.")
+    self.requested = True
+
+  def should_stop(self, step: int, sync: bool) -> bool:
+    """Single process: the local flag. Multi-process: JAX's preemption sync point every step, and
+    the hosts' SIGTERM flags combined at `sync` steps, so all hosts stop at the same step."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    try:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return True
+    except RuntimeError:  # no preemption service outside managed TPU/GPU runtimes
+      pass
+    return sync and bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
+
+
+# ---- Checkpoints and writers ---------------------------------------------------------------------
+def _check_compatible(checkpointer, step: int, hooks: Hooks, workdir: str) -> None:
+  saved = checkpointer.read_meta(step)
+  diffs = [ckpt_lib.describe_mismatch(saved.get(k, {}), v) for k, v in hooks.meta.items() if saved.get(k, {}) != v]
+  if diffs:
+    raise ckpt_lib.CheckpointError(
+        f"Workdir {workdir!r} holds a checkpoint (step {step}) from a different {hooks.mismatch}: "
+        f"{'; '.join(diffs)}. Use a new --workdir, or restore the original config.")
+
+
+@contextlib.contextmanager
+def _writers(workdir: str):
+  """clu's default writer (TensorBoard and the log); process 0 also appends metrics.jsonl."""
+  lead = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+  if lead:
+    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, workdir_files.METRICS_FILE))])
+  try:
+    yield writer
+  finally:
+    writer.flush()
+    writer.close()
+
+
+def _restore_or_init(checkpointer, latest, hooks: Hooks, key) -> dict:
+  if latest is None:
+    return hooks.init_state(key)
+  target = hooks.abstract_state()
+  restored, data_state = checkpointer.restore(latest, target, legacy_data_args=hooks.legacy_data_args)
+  if data_state is not None:
+    hooks.batches.set_state(data_state)
+  logging.info("Resumed from step %d in %s.", latest, checkpointer.directory)
+  return dict(restored, step=jax.device_put(jnp.int32(latest), target["step"].sharding))
+
+
+def _window_scalars(pending: list, hooks: Hooks, step: int) -> dict:
+  """The mean of each metric over the window, then the trainer's scalars (after device_get: the
+  window's work is done, so throughput is measured right)."""
+  host = jax.device_get(pending)
+  scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  scalars.update(hooks.log_scalars(step))
+  return scalars
+
+
+# ---- The loop ------------------------------------------------------------------------------------
+def train(config, workdir: str, hooks: Hooks) -> dict:
+  """Trains (or resumes) in `workdir` up to config.train.num_steps; returns the final state."""
+  tr = config.train
+  # Every exit, a refusal or error included, closes Orbax's threads, the writers and the input.
+  with contextlib.ExitStack() as cleanup:
+    cleanup.callback(hooks.batches.close)
+    checkpointer = cleanup.enter_context(ckpt_lib.Checkpointer(
+        ckpt_lib.checkpoint_dir(workdir), max_to_keep=tr.keep_checkpoints, async_save=tr.async_checkpoint))
+    latest = checkpointer.latest_step()
+    if latest is not None:  # before anything is written: a refused resume leaves the workdir as it was
+      _check_compatible(checkpointer, latest, hooks, workdir)
+    if jax.process_index() == 0:
+      config_io.save(config, workdir)
+    writer = cleanup.enter_context(_writers(workdir))
+
+    # Keys: 1 initialises the state, step + 2 drives step `step` (the same on resume).
+    base_key = jax.random.key(config.seed)
+    state = _restore_or_init(checkpointer, latest, hooks, jax.random.fold_in(base_key, 1))
+    step = start_step = int(state["step"])
+    if start_step >= tr.num_steps:
+      logging.info("Already trained %d/%d steps; nothing to do.", start_step, tr.num_steps)
+      if hooks.already_trained is not None:
+        hooks.already_trained(step, state, writer)
+
+    preemption = PreemptionFlag()
+    report = periodic_actions.ReportProgress(num_train_steps=tr.num_steps, writer=writer, every_steps=tr.log_every)
+    pending, compiled_shapes = [], set()
+    while step < tr.num_steps:
+      batch = hooks.global_batch(next(hooks.batches))
+      shape = batch["video"].shape
+      t0 = time.time()
+      state, metrics = hooks.train_step(state, batch, jax.random.fold_in(base_key, step + 2))
+      step += 1
+      if shape not in compiled_shapes:  # a new bucket: this step compiled (once, then cached)
+        compiled_shapes.add(shape)
+        jax.block_until_ready(metrics)
+        logging.info("Step %d: compiled and ran the train step for batch %s in %.1fs.", step, shape,
+                     time.time() - t0)
+      pending.append(metrics)
+      report(step)
+      if step % tr.log_every == 0 or step == tr.num_steps:
+        writer.write_scalars(step, _window_scalars(pending, hooks, step))
+        pending = []
+      for callback in hooks.after_step:
+        callback(step, state, writer)
+      stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
+      if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
+        checkpointer.save(step, state, meta=hooks.meta, data_state=hooks.batches.get_state(), force=True)
+        for callback in hooks.after_checkpoint:
+          callback(step, state, writer)
+      if stop:
+        logging.warning("Stopping at step %d after preemption; rerun the same command to resume.", step)
+        break
+  return state
