@@ -17,6 +17,7 @@ def _report(result) -> dict:
   return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_tiny_config_compiles_for_cpu8_and_reports_memory(tmp_path):
   # No clip size given: the config's data.num_frames (4) and its data's largest bucket (16x16).
   data = make_toy_data(tmp_path / "data", num_clips=16)
@@ -34,6 +35,7 @@ def test_tiny_config_compiles_for_cpu8_and_reports_memory(tmp_path):
   assert report["hlo_flops_per_device"] > 0 and report["model_flops_per_device"] == report["model_flops_per_step"] / 8
 
 
+@pytest.mark.slow
 def test_pod_config_compiles_and_too_little_memory_exits_1():
   result = cli("vdit.compile_check", *_POD, "--topology=cpu:8", "--memory_per_device_gb=0.05")
   assert result.returncode == 1, result.stderr[-3000:]

@@ -13,6 +13,8 @@ from vdit.eval import eval_config as eval_config_lib
 from vdit.eval import scores, train_toy_features
 from vdit.eval.toy_features import ToyFeatures
 
+pytestmark = pytest.mark.slow  # every test uses a module fixture that trains
+
 _EXPECTED_METRICS = {"fvd", "fid", "kid", "kid_std", "text_alignment", "alignment_top1", "colour_accuracy",
                      "shape_accuracy", "direction_accuracy", "all_accuracy", "seen_colour_accuracy",
                      "held_out_colour_accuracy", "temporal_consistency", "motion", "val_loss"}

@@ -9,7 +9,6 @@ import ast
 import functools
 import os
 
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,6 +18,7 @@ def workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("a red circle moving left\n\na blue square moving up\nrot ö\n", encoding="utf-8")
@@ -38,6 +39,7 @@ def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
   assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_same_seed_same_video(workdir, tmp_path):
   outs = []
   for name in ("a", "b"):
@@ -48,6 +50,7 @@ def test_same_seed_same_video(workdir, tmp_path):
   np.testing.assert_array_equal(outs[0], outs[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--prompt="], "empty"),
     (["--prompt=" + "word " * 40], "the limit is"),
@@ -68,6 +71,7 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   assert "config.json" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_modes_from_the_command_line(workdir, tmp_path):
   from vdit.media import video_io
   image = np.random.default_rng(0).integers(0, 8, (16, 16, 3), dtype=np.uint8) * 32
@@ -109,6 +113,7 @@ def test_modes_from_the_command_line(workdir, tmp_path):
   assert not (tmp_path / "z").exists()
 
 
+@pytest.mark.slow
 def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
   out = tmp_path / "modes"
   result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=1")

@@ -26,6 +26,7 @@ def _losses(workdir):
   return losses
 
 
+@pytest.mark.slow
 def test_loss_falls_on_toy_data(toy_data, tmp_path):
   from vdit.training.dit_trainer import train_and_evaluate
   config = tiny_config(toy_data)
@@ -62,6 +63,7 @@ def _committed_steps(workdir):
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_exactly(toy_data, tmp_path):
   steps = 40
   reference = str(tmp_path / "uninterrupted")
@@ -91,6 +93,7 @@ def test_sigkill_then_rerun_resumes_exactly(toy_data, tmp_path):
     assert resumed[step] == expected[step], (step, resumed[step], expected[step])
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_final_checkpoint(toy_data, tmp_path):
   workdir = str(tmp_path)
   proc = popen("vdit.main", *_train_args(workdir, toy_data, 100000))
@@ -104,6 +107,7 @@ def test_sigterm_writes_a_final_checkpoint(toy_data, tmp_path):
   assert _committed_steps(workdir)[-1] == last_logged  # the step it stopped at, not the last periodic one
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_is_refused_without_damage(toy_data, tmp_path, monkeypatch):
   workdir = str(tmp_path)
   assert cli("vdit.main", *_train_args(workdir, toy_data, 2), "--config.train.checkpoint_every=2").returncode == 0

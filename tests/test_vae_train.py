@@ -22,6 +22,8 @@ from vdit.eval import toy_features
 from vdit.vae import wan_vae
 from vdit.training import vae_trainer as train_vae
 
+pytestmark = pytest.mark.slow  # every test uses a module fixture that trains
+
 _STEPS = 8
 
 

@@ -150,6 +150,7 @@ def test_unsupported_wan_config_is_one_clear_error():
     convert.model_overrides(dict(_WAN, image_dim=1280), "config.json")
 
 
+@pytest.mark.reference
 def test_parity_with_diffusers(tmp_path):
   torch = pytest.importorskip("torch", reason="parity needs the test-only extra torch (CPU)")
   transformer_wan = pytest.importorskip("diffusers.models.transformers.transformer_wan",
