@@ -52,6 +52,33 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
     ("vdit.watermark", ("detect", "{tmp}/missing.mp4"), "{tmp}/missing.mp4: no such file"),
     ("vdit.watermark", ("check", "x.mp4"), "expected `detect FILE [FILE ...]`"),
     ("data_prep.toy_world", ("--output={tmp}/toy", "--num_held_out=500"), "Cannot hold out 500 combinations"),
+    # Output locations, numbers and input files: refused while parsing or before the workdir is read
+    # ({tmp}, without a config.json, stands in for it); test_refused_runs_write_nothing checks {tmp}.
+    ("vdit.main", ("--config=configs/toy.py", "--workdir=README.md"),
+     "--workdir=README.md: 'README.md' is an existing file, not a directory"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out=README.md"),
+     "--out=README.md: 'README.md' is an existing file, not a directory"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out=README.md/out"),
+     "'README.md/out' cannot be created: 'README.md' is a file"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompts={tmp}/latin1.txt", "--out={tmp}/out"),
+     "Prompts file '{tmp}/latin1.txt' is not UTF-8 text (byte 3 is 0xe9); save it as UTF-8"),
+    *[("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", f"--{flag}={value}"),
+       f"--{flag}={value}: {value} is not a positive integer")
+      for flag, value in (("num_frames", -4), ("height", -16), ("width", 0), ("steps", 0), ("steps", -3),
+                          ("batch_size", 0))],
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--seed=-1"),
+     "--seed=-1: -1 is not an integer in the range [0, 2147483647]"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--strength=1.5"),
+     "--strength=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--edit={tmp}/missing.mp4"),
+     "Cannot use {tmp}/missing.mp4 (--edit): no such file"),
+    ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out=README.md"),
+     "--out=README.md: 'README.md' is an existing file, not a directory"),
+    ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out={tmp}/out", "--eval.sample.steps=-2"),
+     "eval config sample.steps=-2 must be >= 1"),
+    ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}/evalfile"),
+     "cannot write results to the default --out: '{tmp}/evalfile/eval/toy' cannot be created: "
+     "'{tmp}/evalfile/eval' is a file"),
 ]
 
 # A command whose body fails as asked, to see the runner's two failure kinds.
@@ -89,6 +116,9 @@ def runs(tmp_path_factory):
   (tmp / "wan").mkdir()
   (tmp / "wan" / "config.json").write_text('{"_class_name": "WanTransformer3DModel", "image_dim": 1280}')
   (tmp / "failing.py").write_text(_FAILING)
+  (tmp / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+  (tmp / "evalfile").mkdir()
+  (tmp / "evalfile" / "eval").write_text("")  # where vdit.evaluate's default --out would go
   jobs = _jobs(tmp)
   run = lambda argv: subprocess.run(argv, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -107,6 +137,12 @@ def _assert_one_error_line(result, message):
 def test_bad_argument_is_one_error_line_and_exit_2(runs, module, args, message):
   tmp, results = runs
   _assert_one_error_line(results[("bad", module, args)], message.format(tmp=tmp))
+
+
+def test_refused_runs_write_nothing(runs):
+  tmp = runs[0]
+  assert sorted(os.listdir(tmp)) == ["evalfile", "failing.py", "latin1.txt", "wan"]  # no out/, no eval/
+  assert os.listdir(os.path.join(tmp, "evalfile")) == ["eval"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first.
 LAYERS = (
-    ("core",),  # errors, logs, safetensors weights, Orbax checkpoint, workdir file names, command runner
+    ("core",),  # errors, logs, safetensors weights, Orbax checkpoint, finite checks, workdir file names, command runner
     ("parallel", "media"),  # distributed init, mesh, sharding rules | video I/O, pixel codec, provenance, watermark
     ("data",),  # Grain pipeline, dataset files, records, buckets
     ("toy",),  # toy world spec, renderer, prompts, expander, judge

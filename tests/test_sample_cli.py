@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from tests import tiny
 from tests.helpers import cli, make_toy_data
+from tests.tiny_weights import vae_file
 from vdit.media import video_reader
 
 
@@ -16,6 +18,68 @@ def workdir(tmp_path_factory):
   result = cli("vdit.main", "--config=tests/tiny.py:" + data, f"--workdir={workdir}", "--config.train.num_steps=2")
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+  """Workdirs with a config.json and no checkpoint: a pixel model with patch (2, 8, 8) and a latent
+  one with patch (1, 2, 2) over a VAE of factors 4 (time) and 8 (space). A check that comes before
+  the weights are read fails here with its own message, not with "No checkpoint"."""
+  from vdit.config import config_io
+  root = tmp_path_factory.mktemp("untrained")
+  sizes = {"sample.height": 16, "sample.width": 16}
+  config_io.save(tiny.tiny_config(**sizes), str(root / "pixel"))
+  vae = vae_file(root / "vae.safetensors", seed=0)
+  config_io.save(tiny.tiny_config(**sizes, **{"latent.vae": vae, "model.in_channels": 4, "model.patch_size": (1, 2, 2),
+                                               "sample.num_frames": 5}), str(root / "latent"))
+  (root / "clip.mp4").write_bytes(b"")  # exists; never read, the checks come first
+  return root
+
+
+def _assert_refused(result, message, out):
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+  assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("model, args, message", [
+    ("pixel", ["--num_frames=5"], "error: --num_frames=5 is not a multiple of 2, which the model's patch (2, 8, 8) "
+     "needs; use --num_frames=4 or 6."),
+    ("pixel", ["--height=36", "--width=4"], "--height=36 is not a multiple of 8 and --width=4 is not a multiple of 8, "
+     "which the model's patch (2, 8, 8) needs; use --height=32 or 40, --width=8."),
+    ("latent", ["--num_frames=6", "--width=24"], "--num_frames=6 is not 1 + 4k and --width=24 is not a multiple of 16, "
+     "which the model's patch (1, 2, 2) over VAE latents (1 + (T - 1)/4 frames, sides / 8) needs; use "
+     "--num_frames=5 or 9, --width=16 or 32."),
+    ("pixel", ["--total_frames=4"], "--total_frames=4 must exceed the window num_frames=4"),
+    ("pixel", ["--video={root}/clip.mp4", "--extend=forward", "--extend_frames=4"],
+     "--extend_frames=4 must be between 1 and num_frames - 1 = 3"),
+    # Sizes that fit pass the check and get as far as the (missing) weights.
+    ("pixel", ["--num_frames=6", "--height=24", "--width=8"], "No checkpoint in"),
+    ("latent", ["--num_frames=9", "--height=32"], "No checkpoint in"),
+    ("latent", ["--num_frames=1"], "No checkpoint in"),  # text-to-image: the window is one latent frame
+])
+def test_sizes_the_model_cannot_make_are_refused_before_the_weights(untrained, tmp_path, model, args, message):
+  out = tmp_path / "out"
+  result = cli("vdit.sample", f"--workdir={untrained / model}", "--prompt=a red circle", f"--out={out}",
+               *(a.format(root=untrained) for a in args))
+  _assert_refused(result, message, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--num_frames=5", "--height=36"], "--num_frames=5 is not a multiple of 2 and --height=36 is not a multiple of 8"),
+    (["--out={file}"], "is an existing file, not a directory; pass a new or existing directory"),
+    (["--steps=0"], "--steps=0: 0 is not a positive integer"),
+])
+def test_bad_sizes_and_outputs_with_a_trained_workdir(workdir, tmp_path, args, message):
+  (tmp_path / "file").write_text("keep me")
+  out = tmp_path / "out"
+  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a red circle", f"--out={out}",
+               *(a.format(file=tmp_path / "file") for a in args))  # a second --out wins
+  _assert_refused(result, message, out)
+  assert (tmp_path / "file").read_text() == "keep me"
 
 
 @pytest.mark.slow

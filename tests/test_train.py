@@ -18,7 +18,7 @@ def toy_data(tmp_path_factory):
 
 
 def _losses(workdir):
-  """Last logged loss per step (a resumed run re-logs the steps after its checkpoint)."""
+  """The logged loss of each step."""
   losses = {}
   for record in jsonl_writer.read(os.path.join(workdir, "metrics.jsonl")):
     if "loss" in record:
@@ -87,6 +87,12 @@ def test_sigkill_then_rerun_resumes_exactly(toy_data, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   resumed = _losses(workdir)
   assert sorted(resumed) == list(range(1, steps + 1))
+  # One record per logged step, in order: the resumed run dropped the killed run's records of the
+  # steps it replayed (those after the restored checkpoint).
+  records = jsonl_writer.read(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))
+  rates = [r["step"] for r in records if "steps_per_sec" in r]
+  assert rates == sorted(set(rates))
   # Every step after the restored checkpoint reproduces the uninterrupted run bit for bit: same
   # parameters, optimizer state, EMA, RNG and data iterator position.
   for step in range(1, steps + 1):

@@ -14,7 +14,8 @@ from vdit.core import command
 def define_flags():
   config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:args]).",
                                   lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config.json.")
+  command.define_output_dir("workdir", None, "Directory for checkpoints, logs and the run's config.json "
+                            "(created if missing).")
   flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -20,9 +20,11 @@ def define_flags():
   command.define_path("workdir", None, "Training workdir (config.json + checkpoints/).", kind="dir", required=True)
   flags.DEFINE_multi_string("prompt", None, "A prompt; repeat the flag for several.")
   command.define_path("prompts", None, "A text file with one prompt per line.")
-  flags.DEFINE_string("out", None, "Output directory.", required=True)
-  flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
-  flags.DEFINE_integer("steps", None, "Denoising steps (default: the config's sample.steps).")
+  command.define_output_dir("out", None, "Output directory (created if missing).", required=True)
+  # Seeds become uint32 keys after offsets (+ i per video, + 1000 per window of a long video).
+  flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.", lower_bound=0,
+                       upper_bound=2**31 - 1)
+  flags.DEFINE_integer("steps", None, "Denoising steps (default: the config's sample.steps).", lower_bound=1)
   flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default: the config's sample.cfg).")
   flags.DEFINE_float("frame_cfg", None, "With conditioning frames (--image, --video, --connect, --loop, long "
                      "videos): a separate guidance scale for the frames; --cfg then guides the text alone.")
@@ -31,11 +33,13 @@ def define_flags():
   flags.register_validator("sampler", _known_sampler)
   flags.DEFINE_list("guidance_interval", None, "LOW,HIGH: apply guidance only at times t in [LOW, HIGH] (1 = "
                     "noise; default: the config's sample.guidance_interval).")
-  flags.DEFINE_float("shift", None, "Timestep shift; 0 = resolution-aware (default: the config's).")
+  flags.DEFINE_float("shift", None, "Timestep shift; 0 = resolution-aware (default: the config's).",
+                     lower_bound=0.0)
   flags.DEFINE_string("negative_prompt", None, "Negative prompt for guidance (default: the config's).")
-  flags.DEFINE_integer("num_frames", None, "Frames per video (default: the config's sample.num_frames).")
-  flags.DEFINE_integer("height", None, "Height in pixels (default: the training size).")
-  flags.DEFINE_integer("width", None, "Width in pixels (default: the training size).")
+  flags.DEFINE_integer("num_frames", None, "Frames per video (default: the config's sample.num_frames).",
+                       lower_bound=1)
+  flags.DEFINE_integer("height", None, "Height in pixels (default: the training size).", lower_bound=1)
+  flags.DEFINE_integer("width", None, "Width in pixels (default: the training size).", lower_bound=1)
   flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
   flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema for the raw weights).")
   flags.DEFINE_integer("batch_size", 16, "Videos generated per forward batch.", lower_bound=1)
@@ -46,19 +50,21 @@ def define_flags():
   flags.DEFINE_string("video", None, "A video to extend (with --extend).")
   flags.DEFINE_enum("extend", None, ["forward", "backward"], "Extend --video forward or backward in time.")
   flags.DEFINE_integer("extend_frames", None, "Frames of the given video kept as context when extending, and "
-                       "the overlap of a long video's windows (default: half the window).")
+                       "the overlap of a long video's windows (default: half the window).", lower_bound=1)
   flags.DEFINE_list("connect", None, "A,B: a transition from the end of video A to the start of B.")
   flags.DEFINE_bool("loop", False, "Make a video whose last frame leads back to its first.")
   flags.DEFINE_string("edit", None, "Video-to-video editing (SDEdit) of this file under the prompt.")
-  flags.DEFINE_float("strength", 0.6, "With --edit: noise level in [0, 1] (0 keeps the video, 1 ignores it).")
+  flags.DEFINE_float("strength", 0.6, "With --edit: noise level in [0, 1] (0 keeps the video, 1 ignores it).",
+                     lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_enum("expand", "none", ["none", "toy", "command"], "Prompt expansion before encoding: none, the "
                     "toy grammar's rules, or --expand_command (prompt on stdin, caption on stdout).")
   flags.DEFINE_string("expand_command", "", "With --expand=command: the program and its arguments.")
   flags.DEFINE_float("expand_timeout", 30.0, "Seconds the expander may take per prompt.")
+  flags.register_validator("expand_timeout", lambda s: s > 0, "must be > 0 seconds")
   flags.DEFINE_bool("watermark", False, "Embed vdit's invisible watermark in every frame (check files with "
                     "`python -m vdit.watermark detect FILE...`).")
   flags.DEFINE_integer("total_frames", None, "A video longer than the model's window, made by repeated "
-                       "extension with overlap.")
+                       "extension with overlap.", lower_bound=1)
 
 
 def _known_sampler(name) -> bool:
@@ -75,7 +81,18 @@ class UsageError(UserError):
 
 
 def resolve_mode(f) -> tuple[str, dict]:
-  """The sampling mode from the flags, and its inputs (recorded in index.jsonl)."""
+  """The sampling mode from the flags, and its inputs (recorded in index.jsonl); input files are
+  checked to exist here, before any model work."""
+  mode, inputs = _mode(f)
+  for flag, paths in (("image", [f.image]), ("video", [f.video]), ("connect", f.connect or []), ("edit", [f.edit])):
+    for path in filter(None, paths):
+      if not os.path.isfile(path):
+        problem = "is a directory" if os.path.isdir(path) else "no such file"
+        raise UsageError(f"Cannot use {path} (--{flag}): {problem}; pass an existing video or image file.")
+  return mode, inputs
+
+
+def _mode(f) -> tuple[str, dict]:
   chosen = {"image": f.image, "extend": f.video or f.extend, "connect": f.connect,
             "loop": f.loop, "edit": f.edit, "long": f.total_frames}
   given = [name for name, value in chosen.items() if value]
@@ -101,15 +118,22 @@ def resolve_mode(f) -> tuple[str, dict]:
   return "loop", {}
 
 
-def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
-  """Prompts from flags or file, validated: non-empty, within the tokenizer's length."""
+def read_prompts(prompt_flags, prompts_file) -> list[str]:
+  """Prompts from flags or file, non-empty (their length is checked against the tokenizer by
+  check_prompts, once the model's config is known)."""
   if bool(prompt_flags) == bool(prompts_file):
     raise UsageError("Give prompts with --prompt=\"...\" (repeatable) or --prompts=FILE, exactly one of them.")
   if prompts_file:
     if not os.path.isfile(prompts_file):
       raise UsageError(f"Prompts file {prompts_file!r} does not exist; pass a text file with one prompt per line.")
-    with open(prompts_file, encoding="utf-8") as f:
-      prompts = [line.strip() for line in f if line.strip()]
+    try:
+      with open(prompts_file, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) is not prompt text
+        prompts = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+      raise UsageError(f"Prompts file {prompts_file!r} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); "
+                       "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
+    except OSError as e:
+      raise UsageError(f"Cannot read prompts file {prompts_file!r}: {e.strerror}; pass a readable text file.") from None
     if not prompts:
       raise UsageError(f"Prompts file {prompts_file!r} holds no prompts; write one prompt per line.")
   else:
@@ -117,8 +141,34 @@ def read_prompts(prompt_flags, prompts_file, tokenizer) -> list[str]:
   for i, p in enumerate(prompts):
     if not p:
       raise UsageError(f"Prompt {i + 1} is empty; describe the video you want (e.g. \"a red circle moving left\").")
-    tokenizer.encode_batch([p])  # raises PromptError naming the prompt if it is too long
   return prompts
+
+
+def check_prompts(prompts, tokenizer) -> None:
+  for p in prompts:
+    tokenizer.encode_batch([p])  # raises PromptError naming the prompt if it is too long
+
+
+def check_size(space, patch, sizes) -> None:
+  """UsageError unless the model makes videos of these pixel sizes: `sizes` is [(flag name, value,
+  given as a flag)] for frames, height, width. The patch must divide the size the model sees: the
+  pixels, or for a latent model the VAE's latents (1 + (T - 1) / tf frames, height and width / sf)."""
+  tf, sf = space.temporal_factor, space.spatial_factor
+  bad, fixes = [], []
+  for i, ((name, value, given), p) in enumerate(zip(sizes, patch)):
+    # Valid sizes are first + k * step, k >= 0: the patch's multiples mapped back to pixels.
+    first, step = (1 + tf * (p - 1), tf * p) if i == 0 else (sf * p, sf * p)
+    if value >= first and (value - first) % step == 0:
+      continue
+    rule = f"a multiple of {step}" if first == step else f"{first} + {step}k"
+    below = first + (value - first) // step * step
+    where = "--" if given else "the workdir config's sample."
+    bad.append(f"{where}{name}={value} is not {rule}")
+    fixes.append(f"--{name}={f'{below} or {below + step}' if below >= first else first}")
+  if bad:
+    over = f" over VAE latents (1 + (T - 1)/{tf} frames, sides / {sf})" if space.is_latent else ""
+    raise UsageError(f"{', '.join(bad[:-1]) + ' and ' if len(bad) > 1 else ''}{bad[-1]}, which the model's patch "
+                     f"{tuple(patch)}{over} needs; use {', '.join(fixes)}.")
 
 
 def _guidance_interval(f, sample_config) -> tuple[float, float]:
@@ -133,8 +183,33 @@ def _guidance_interval(f, sample_config) -> tuple[float, float]:
   return low, high
 
 
+def _sizes(f, mode, config, space) -> tuple[int, int, int, int]:
+  """num_frames, height, width (flags, else the config's sample size) and the model's window of
+  frames, checked against the model's patch and the mode's frame counts."""
+  s = config.sample
+  num_frames = s.num_frames if f.num_frames is None else f.num_frames
+  height = s.height if f.height is None else f.height
+  width = s.width if f.width is None else f.width
+  # Text-to-image: a model with temporal patches of pt frames makes pt frames (images were trained
+  # as repeated frames); the first is the image.
+  window = space.pixel_size(config.model.patch_size[0], 1, 1)[0] if num_frames == 1 else num_frames
+  check_size(space, config.model.patch_size, [("num_frames", window, f.num_frames is not None),
+                                              ("height", height, f.height is not None),
+                                              ("width", width, f.width is not None)])
+  if mode == "long" and f.total_frames <= num_frames:
+    raise UsageError(f"--total_frames={f.total_frames} must exceed the window num_frames={num_frames}; for a "
+                     "video that short, leave --total_frames out.")
+  context = f.extend_frames or window // 2  # the default of vdit.diffusion.modes
+  if mode in ("extend_forward", "extend_backward", "long") and not 1 <= context < window:
+    raise UsageError(f"--extend_frames={context} must be between 1 and num_frames - 1 = {window - 1}; lower it "
+                     "or raise --num_frames.")
+  return num_frames, height, width, window
+
+
 def main(f):
-  mode, mode_inputs = resolve_mode(f)  # before any heavy import: a bad combination of flags costs nothing
+  # Before any heavy import: a bad combination of flags, a missing input or prompts file costs nothing.
+  mode, mode_inputs = resolve_mode(f)
+  prompts = read_prompts(f.prompt, f.prompts)
   from vdit.core import logs
   from vdit.parallel import distributed
   logs.quiet_library_logs()
@@ -155,9 +230,11 @@ def main(f):
   config = pretrained.load_config(f.workdir)
   s = config.sample
   space = latents.from_config(config)  # a missing VAE file fails before any model work
+  num_frames, height, width, window = _sizes(f, mode, config, space)  # checked before any weights are read
+  guidance_interval = _guidance_interval(f, s)
   mesh = sharding.make_mesh({"data": -1})
   tokenizer = conditioner.for_sampling(config, mesh)
-  prompts = read_prompts(f.prompt, f.prompts, tokenizer)
+  check_prompts(prompts, tokenizer)
   # Expanded before any model work, so a failing expander costs nothing and writes nothing.
   expander = prompt_expansion.make_expander(f.expand, f.expand_command, f.expand_timeout)
   captions = [expander(p) for p in prompts]
@@ -170,19 +247,11 @@ def main(f):
     params = checkpoints.restore(step, ema=f.ema)
   graphdef, _ = factory.abstract_model(config)
 
-  num_frames = f.num_frames or s.num_frames
-  height, width = f.height or s.height, f.width or s.width
-  if mode == "long" and mode_inputs["total_frames"] <= num_frames:
-    raise UsageError(f"--total_frames={mode_inputs['total_frames']} must exceed the window "
-                     f"num_frames={num_frames}; for a video that short, leave --total_frames out.")
-  # Text-to-image: a model with temporal patches of pt frames makes pt frames (images were trained
-  # as repeated frames); the first is the image.
-  window = space.pixel_size(config.model.patch_size[0], 1, 1)[0] if num_frames == 1 else num_frames
   opts = dict(num_frames=window, height=height, width=width, channels=3 if space.is_latent else config.model.in_channels,
               patch_size=config.model.patch_size,
-              **SampleOptions.from_section(s, steps=f.steps or None, cfg=f.cfg, sampler=f.sampler or None,
+              **SampleOptions.from_section(s, steps=f.steps, cfg=f.cfg, sampler=f.sampler or None,
                                            shift=f.shift, negative_prompt=negative,
-                                           guidance_interval=_guidance_interval(f, s),
+                                           guidance_interval=guidance_interval,
                                            frame_cfg=f.frame_cfg).generate_kwargs())
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh, space=space)
   seeds = [f.seed + i for i in range(len(prompts))]

@@ -2,6 +2,7 @@
 against that config before any weights are read (the one signature check every reader shares)."""
 from vdit.config import config_io, experiment
 from vdit.core import checkpoint as ckpt_lib
+from vdit.core import finite
 from vdit.model import factory
 
 
@@ -41,6 +42,15 @@ class Checkpoints:
     return steps
 
   def restore(self, step: int, ema: bool = True):
-    """The generator's parameters at `step` (EMA or raw), sharded like training shards them."""
-    return self._checkpointer.restore_item(step, "ema" if ema else "params",
-                                           factory.abstract_params(self.config, self.mesh))
+    """The generator's parameters at `step` (EMA or raw), sharded like training shards them;
+    CheckpointError if any is not finite (a diverged run: sampling them gives black frames)."""
+    params = self._checkpointer.restore_item(step, "ema" if ema else "params",
+                                             factory.abstract_params(self.config, self.mesh))
+    if not bool(finite.all_finite(params)):
+      earlier = [s for s in self._checkpointer.all_steps() if s < step]
+      choose = (f"choose an earlier one (kept: {', '.join(map(str, sorted(earlier)))}) with --checkpoint_step=N "
+                "(vdit.sample) or --checkpoint=N (vdit.evaluate)" if earlier else
+                "no earlier checkpoint is kept: retrain (e.g. with a lower optim.peak_lr)")
+      raise ckpt_lib.CheckpointError(f"Checkpoint step {step} in {self.workdir} holds non-finite "
+                                     f"{'EMA ' if ema else ''}weights (the run diverged); {choose}.")
+    return params

@@ -20,6 +20,20 @@ def parse_args(arg: str | None, **defaults) -> dict:
   return values
 
 
+def loop_settings(train: ml_collections.ConfigDict) -> None:
+  """The `train` keys vdit.training.loop reads, shared by every trainer's schema (DiT, VAE)."""
+  train.log_every = 50
+  train.checkpoint_every = 1000  # the VAE trainer also exports WORKDIR/vae.safetensors at each
+  train.keep_checkpoints = 3
+  train.async_checkpoint = True
+  # A step whose loss or gradient norm is not finite: stop (default: nothing more is written; exit
+  # non-zero naming the step and the last good checkpoint) | skip (the update is dropped and counted;
+  # stop after max_consecutive_skips in a row).
+  train.nonfinite = "stop"
+  train.max_consecutive_skips = 10
+  train.restore_step = 0  # 0: resume from the newest readable checkpoint; N: from step N exactly
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # The on-disk format of a workdir's config.json; vdit/config/upgrade.py upgrades older ones.
@@ -133,10 +147,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Logged MFU = model FLOP/s (vdit/training/flops.py) / (devices x this peak); 0: the device kind's dense
   # bf16 peak where known (TPU v4-v6e, A100, H100/H200, B200), else only TFLOP/s is logged.
   c.train.peak_tflops_per_device = 0.0
-  c.train.log_every = 50
-  c.train.checkpoint_every = 1000
-  c.train.keep_checkpoints = 3
-  c.train.async_checkpoint = True
+  loop_settings(c.train)
   c.train.sample_every = 0  # 0: no sample videos during training
   # With model.frame_conditioning: how often each conditioning strategy is drawn per clip
   # (relative weights; vdit/diffusion/conditioning.py), and the most frames first_k/last_k give.

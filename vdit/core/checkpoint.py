@@ -3,10 +3,17 @@
 A step directory holds separate items so readers take only what they need: `params`, `ema`,
 `opt_state`, `meta` (JSON: step, model signature) and `data_state` (JSON: the data iterator's
 position, the same on every process, so a checkpoint resumes on any process count or mesh). Saves are asynchronous; Orbax writes to a temporary directory and renames it when
-complete, so a killed save never leaves a checkpoint a reader would accept.
+complete, so a killed save never leaves a checkpoint a reader would accept. A step that fails to
+read anyway (a truncated file, a lost manifest or item) raises `UnreadableCheckpointError`; `set_aside`
+moves it out of Orbax's view (`N.unreadable`: kept, never deleted, and no longer counted by
+`max_to_keep`).
 """
 import json
+import logging
 import os
+import re
+import sys
+import traceback
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,6 +29,52 @@ _MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 class CheckpointError(UserError):
   pass
+
+
+class UnreadableCheckpointError(CheckpointError):
+  """A step whose files cannot be read (damaged or incomplete), as opposed to one that reads fine
+  but does not fit (another model, weights only): a resume may fall back past it."""
+
+  def __init__(self, directory: str, step: int, reason: str):
+    self.directory, self.step, self.reason = directory, step, reason
+    super().__init__(f"Checkpoint step {step} in {directory} is unreadable ({reason})")
+
+
+def _reason(error: Exception) -> str:
+  """The gist of a read failure: its root cause (TensorStore's names the file and the damage), first
+  line only (TensorStore appends pages of spec JSON)."""
+  for _ in range(10):
+    if (error.__cause__ or error.__context__) is None:
+      break
+    error = error.__cause__ or error.__context__
+  text = re.split(r" \[tensorstore_spec|\. See full TensorStore details| tensorstore_spec", str(error).strip())[0]
+  text = (text.splitlines() or [""])[0]
+  return (text if len(text) <= 300 else text[:299] + "…") or type(error).__name__
+
+
+def _drop_echoes_of_failed_reads():
+  """When one read of a step fails, Orbax stops waiting for the others and closes their event loop;
+  as they finish they print tracebacks ("Event loop is closed", coroutines raising on close, "Task
+  exception was never retrieved") as if the process crashed. The failure is reported once, by the
+  caller: these echoes are dropped. Once per process; anything else passes through."""
+  if getattr(_drop_echoes_of_failed_reads, "done", False):
+    return
+  in_orbax = lambda filename: f"{os.sep}orbax{os.sep}" in filename
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if str(unraisable.exc_value) != "Event loop is closed" and not (code and in_orbax(code.co_filename)):
+      previous(unraisable)
+
+  def keep(record):  # asyncio's log of a task or gather whose error nobody awaited
+    tb = record.exc_info[2] if record.exc_info else None
+    return not ("exception was never retrieved" in record.getMessage() and tb is not None
+                and any(in_orbax(frame.filename) for frame in traceback.extract_tb(tb)))
+
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(keep)
+  _drop_echoes_of_failed_reads.done = True
 
 
 def _abstract(tree):
@@ -87,8 +140,22 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def read_meta(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return dict(restored["meta"])
+    self._require_items(step, ("meta",))
+    return dict(self._read(step, {"meta": ocp.args.JsonRestore()})["meta"])
+
+  def _require_items(self, step: int, names) -> None:
+    missing = [n for n in names if not os.path.isdir(os.path.join(self.directory, str(step), n))]
+    if missing:
+      raise UnreadableCheckpointError(self.directory, step, f"its {' and '.join(missing)} "
+                                      f"{'is' if len(missing) == 1 else 'are'} missing")
+
+  def _read(self, step: int, items: dict) -> dict:
+    """Orbax's restore; any failure to read the files is an UnreadableCheckpointError."""
+    _drop_echoes_of_failed_reads()
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except  # TensorStore, OCDBT, JSON, OS errors alike
+      raise UnreadableCheckpointError(self.directory, step, _reason(e)) from e
 
   def restore(self, step: int, target: dict, *, legacy_data_args=None) -> tuple[dict, dict | None]:
     """Restores params/ema/opt_state into the structure and shardings of `target` (arrays or
@@ -100,9 +167,11 @@ class Checkpointer:
       `legacy_data_args` restores it in place (same process count only).
     """
     step_dir = os.path.join(self.directory, str(step))
-    if not os.path.isdir(os.path.join(step_dir, "opt_state")):
+    # Only the meta says "weights only" (save_weights): a training step that lost opt_state is damaged.
+    if not os.path.isdir(os.path.join(step_dir, "opt_state")) and self.read_meta(step).get("weights_only"):
       raise CheckpointError(f"Checkpoint {step_dir} holds weights only (converted from a release): sample from it "
                             "with vdit.sample; training cannot resume from it.")
+    self._require_items(step, STATE_ITEMS)
     items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in STATE_ITEMS}
     if os.path.isdir(os.path.join(step_dir, "data_state")):
       items["data_state"] = ocp.args.JsonRestore()
@@ -113,20 +182,40 @@ class Checkpointer:
                               f"resume it with the same number of processes ({len(saved)}), not "
                               f"{jax.process_count()}.")
       items["data"] = legacy_data_args
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self._read(step, items)
     data_state = dict(restored["data_state"]) if "data_state" in items else None
     return {name: restored[name] for name in STATE_ITEMS}, data_state
 
   def restore_item(self, step: int, name: str, target):
     """Restores one item (e.g. 'ema' for sampling) without reading the optimizer state."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(_abstract(target))}))
-    return restored[name]
+    self._require_items(step, (name,))
+    return self._read(step, {name: ocp.args.StandardRestore(_abstract(target))})[name]
+
+  def set_aside(self, step: int, why: str) -> str:
+    """Renames step `step` to `N.<why>` (N.<why>-2, ... if taken), a name Orbax neither lists, cleans
+    nor garbage-collects, so a new save of step N works and the files stay for inspection; returns
+    the new path. Every process calls it (process 0 renames)."""
+    old = os.path.join(self.directory, str(step))
+    new, n = f"{old}.{why}", 1
+    while os.path.exists(new):
+      n += 1
+      new = f"{old}.{why}-{n}"
+    if jax.process_index() == 0:
+      os.rename(old, new)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"vdit_set_aside_{step}")
+    self._manager.reload()  # its cached step list still holds `step`: GC would count it
+    return new
 
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.wait_until_finished()
+    # Orbax 0.12 deletes unfinished saves in a thread started on open and not awaited on close: a
+    # command that exits right after opening would print that thread's traceback at shutdown.
+    getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
     self._manager.close()
 
   # `with Checkpointer(...) as c:` closes it on every exit: Orbax's threads must not outlive an error.

@@ -1,7 +1,7 @@
 """The one command contract: every `python -m vdit...` and `python -m data_prep...` runs through `run`.
 
   def define_flags():
-    flags.DEFINE_string("out", None, "Output directory.", required=True)
+    command.define_output_dir("out", None, "Output directory (created if missing).", required=True)
     command.define_path("workdir", None, "A training workdir.", kind="dir", required=True)
 
   def main(f):  # f: the parsed flags, read by attribute (f.out; f.config.model.dim for a config file)
@@ -15,8 +15,10 @@ config files are ml_collections config flags (`--config=FILE[:ARG]`, overrides `
 `--help` prints the module docstring and the command's flags, and exits 0.
 Exit status: 0 done (or the int `main` returns); 2 a user error, printed as the single stderr line
 `error: <problem>; <what to do>` without a traceback: an unknown, malformed or missing flag, a path
-flag naming nothing or the wrong kind of thing, a config file that is missing or does not load, a
-misspelt config key, or a `UserError` raised by `main`; 1 anything else (an internal failure,
+flag naming nothing or the wrong kind of thing, an output directory that cannot be created or
+written, a config file that is missing or does not load, a misspelt config key, or a `UserError`
+raised by `main`; 3 (an `ExplainedFailure`'s `exit_code`) a run that stopped for a reason it
+explains, e.g. training diverged, also one `error:` line; 1 anything else (an internal failure,
 traceback included).
 """
 import dataclasses
@@ -31,7 +33,7 @@ from absl import app, flags
 from ml_collections import config_dict, config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from vdit.core.errors import UserError
+from vdit.core.errors import ExplainedFailure, UserError
 
 FLAGS = flags.FLAGS
 _HELP = {"-h", "-?", "-help", "--help", "-helpshort", "--helpshort", "-helpfull", "--helpfull"}
@@ -70,16 +72,55 @@ def define_path(name: str, default: str | None, help_text: str, *, kind: str = "
   flags.register_validator(name, check)
 
 
+def define_output_dir(name: str, default: str | None, help_text: str, *, required: bool = False):
+  """A string flag naming a directory the command writes into, existing or not, checked while
+  parsing (see output_dir_problem): a file there fails before any work, not after it."""
+  flags.DEFINE_string(name, default, help_text, required=required)
+
+  def check(path):
+    problem = None if path is None else output_dir_problem(path)
+    if problem:
+      raise flags.ValidationError(problem)
+    return True
+
+  flags.register_validator(name, check)
+
+
+def output_dir_problem(path: str) -> str | None:
+  """Why `path` cannot be used as an output directory (the fix included), or None when it is a
+  writable directory or one that can be created. Creates nothing: a refused run leaves no trace."""
+  if not path:
+    return "is empty; pass a directory to write into"
+  if "://" in path:  # remote paths (gs://) are checked by their writer
+    return None
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      return f"{path!r} is an existing file, not a directory; pass a new or existing directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+      return f"{path!r} is not writable; pass a directory you can write to"
+    return None
+  parent = os.path.dirname(os.path.normpath(path)) or "."
+  while not os.path.exists(parent):  # the nearest existing ancestor decides whether makedirs works
+    parent = os.path.dirname(parent) or "."
+  if not os.path.isdir(parent):
+    return f"{path!r} cannot be created: {parent!r} is a file; pass a path whose parents are directories"
+  if not os.access(parent, os.W_OK | os.X_OK):
+    return f"{path!r} cannot be created: {parent!r} is not writable; pass a directory you can write to"
+  return None
+
+
 def _call(main, args, positional):
   try:
     return main(FLAGS, args) if positional else main(FLAGS)
   except UserError as e:
     _fail(str(e))
+  except ExplainedFailure as e:
+    _fail(str(e), e.exit_code)
 
 
-def _fail(message: str):
+def _fail(message: str, status: int = 2):
   print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def _command() -> str:

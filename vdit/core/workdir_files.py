@@ -5,6 +5,7 @@ CONFIG_FILE = "config.json"  # the resolved config: what sampling and evaluation
 METRICS_FILE = "metrics.jsonl"  # one JSON record per logged step
 CHECKPOINTS_DIR = "checkpoints"  # Orbax steps (vdit.core.checkpoint)
 VAE_FILE = "vae.safetensors"  # a VAE trainer's export; a converted release's VAE
+LOCK_FILE = "lock.json"  # the trainer using the workdir: host, pid, start, heartbeat (training.workdir_lock)
 
 
 def config_path(workdir: str) -> str:

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vdit.core import finite as finite_lib
 from vdit.diffusion import conditioning as cond_lib
 from vdit.diffusion import flow
 from vdit.media import pixels
@@ -14,7 +15,8 @@ from vdit.media import pixels
 
 def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: float, timestep_sampling: str,
                     logit_mean: float, logit_std: float, shift: float, patch_size, ema_decay: float,
-                    conditioning=None, conditioning_max_frames: int = 1, grad_accum_steps: int = 1):
+                    conditioning=None, conditioning_max_frames: int = 1, grad_accum_steps: int = 1,
+                    skip_nonfinite: bool = False):
   """Returns train_step(state, batch, key) -> (state, metrics).
 
   `shift` 0 takes the timestep shift from the batch's token count (per bucket: larger videos
@@ -30,6 +32,13 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
   activation memory of one microbatch) and sums their gradients before one update. Randomness is
   still drawn for the whole batch and the loss is normalised over the whole batch, so the update
   equals the k = 1 update up to float summation order. Each device's rows must divide by k.
+
+  metrics["nonfinite"] is 1.0 when the loss, the gradient norm or an updated parameter is not
+  finite. `skip_nonfinite` drops the update of a step whose loss or gradient norm is not finite
+  (params, EMA and optimizer state stay as they were; the step counter still advances, so data and
+  keys move on). That is decided before the optimizer runs, so XLA can fuse each array's choice into
+  its update instead of holding the state twice; weights that overflow despite finite gradients
+  are only reported (the loop stops before checkpointing them).
   """
 
   def error_sum(params, x0, tokens, mask, t, noise, frame_mask):
@@ -87,10 +96,17 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
       frame_mask = cond_lib.sample_masks(frame_key, b, x0.shape[1], conditioning, conditioning_max_frames)
       count = jnp.sum(~frame_mask).astype(jnp.float32) * math.prod(x0.shape[2:])
     loss, grads = loss_and_grads(state["params"], (x0, tokens, mask, t, noise, frame_mask), count)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
-    new_state = {"params": params, "ema": ema, "opt_state": opt_state, "step": state["step"] + 1}
-    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    new_state = {"params": params, "ema": ema, "opt_state": opt_state}
+    if skip_nonfinite:
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                               {k: state[k] for k in new_state})
+    new_state["step"] = state["step"] + 1
+    finite &= finite_lib.all_finite(new_state["params"])
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32)}
 
   return train_step

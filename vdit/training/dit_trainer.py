@@ -24,7 +24,7 @@ from vdit.diffusion.generation import VideoSampler
 from vdit.diffusion.options import SampleOptions
 from vdit.media import pixels
 from vdit.text import conditioner
-from vdit.training import loop
+from vdit.training import loop, nonfinite
 from vdit.training.dit_step import make_train_step
 
 
@@ -98,7 +98,7 @@ def build_train_step(config, mesh, tx, tokenizer):
       conditioning=(conditioning.strategy_probabilities(config.train.conditioning)
                     if config.model.frame_conditioning else None),
       conditioning_max_frames=config.train.conditioning_max_frames,
-      grad_accum_steps=config.train.grad_accum_steps)
+      grad_accum_steps=config.train.grad_accum_steps, skip_nonfinite=nonfinite.skips(config.train))
   shardings = train_state.state_shardings(config, mesh, tx)
 
   def traced_step(state, batch, key):

@@ -1,13 +1,17 @@
 """The training loop every trainer runs: `train(config, workdir, hooks)`.
 
 A trainer builds its pieces (jitted step, state, batches, signature, callbacks) and hands them over
-as `Hooks`; the loop owns what all trainers share, in this order: checkpoints (open, refuse another
-setup's workdir before anything is written, resume), metric writers, then per step: the step,
-logging, callbacks, preemption and checkpoints. Rerunning with the same workdir resumes exactly
-from the latest checkpoint, data iterator included.
+as `Hooks`; the loop owns what all trainers share, in this order: the workdir's lock (one trainer per
+workdir), checkpoints (open; pick, check and read the start before anything is written:
+vdit/training/resume.py), metric writers, then per step: the step, logging, callbacks, preemption
+and checkpoints. Rerunning with the same workdir resumes exactly from the latest readable
+checkpoint, data iterator included.
 
 It reads config.seed and config.train.{num_steps, log_every, checkpoint_every, keep_checkpoints,
-async_checkpoint}, and records the config as WORKDIR/config.json.
+async_checkpoint, restore_step, nonfinite, max_consecutive_skips}, and records the config as WORKDIR/config.json.
+A non-finite step stops the run, or is skipped by the step itself with train.nonfinite=skip until too
+many come in a row (vdit/training/nonfinite.py); a stop writes nothing more: no metrics of the
+window that diverged, no checkpoint of its state.
 """
 import contextlib
 import dataclasses
@@ -18,15 +22,15 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
 from vdit.config import config_io
 from vdit.core import checkpoint as ckpt_lib
-from vdit.core import workdir_files
-from vdit.training.jsonl_writer import JsonlWriter
+from vdit.core import finite, workdir_files
+from vdit.training import nonfinite, resume, workdir_lock
+from vdit.training.jsonl_writer import JsonlWriter, keep_through
 
 # What callbacks get: (step, state, writer). They run on every process (collectives, checkpoints);
 # the writer of processes other than 0 only logs.
@@ -80,15 +84,6 @@ class PreemptionFlag:
 
 
 # ---- Checkpoints and writers ---------------------------------------------------------------------
-def _check_compatible(checkpointer, step: int, hooks: Hooks, workdir: str) -> None:
-  saved = checkpointer.read_meta(step)
-  diffs = [ckpt_lib.describe_mismatch(saved.get(k, {}), v) for k, v in hooks.meta.items() if saved.get(k, {}) != v]
-  if diffs:
-    raise ckpt_lib.CheckpointError(
-        f"Workdir {workdir!r} holds a checkpoint (step {step}) from a different {hooks.mismatch}: "
-        f"{'; '.join(diffs)}. Use a new --workdir, or restore the original config.")
-
-
 @contextlib.contextmanager
 def _writers(workdir: str):
   """clu's default writer (TensorBoard and the log); process 0 also appends metrics.jsonl."""
@@ -103,24 +98,32 @@ def _writers(workdir: str):
     writer.close()
 
 
-def _restore_or_init(checkpointer, latest, hooks: Hooks, key) -> dict:
-  if latest is None:
-    return hooks.init_state(key)
-  target = hooks.abstract_state()
-  restored, data_state = checkpointer.restore(latest, target, legacy_data_args=hooks.legacy_data_args)
-  if data_state is not None:
-    hooks.batches.set_state(data_state)
-  logging.info("Resumed from step %d in %s.", latest, checkpointer.directory)
-  return dict(restored, step=jax.device_put(jnp.int32(latest), target["step"].sharding))
-
-
-def _window_scalars(pending: list, hooks: Hooks, step: int) -> dict:
-  """The mean of each metric over the window, then the trainer's scalars (after device_get: the
-  window's work is done, so throughput is measured right)."""
+def _fetch(pending: list, guard: nonfinite.Guard, step: int) -> list:
+  """The window's metrics on the host (this waits for its steps), checked: TrainingDiverged if the
+  run must stop. Called where the loop syncs anyway: at log steps and before checkpoint saves."""
   host = jax.device_get(pending)
-  scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  guard.check(step, [m["nonfinite"] for m in host])
+  return host
+
+
+def _window_scalars(host: list, hooks: Hooks, step: int, count_skips: bool) -> dict:
+  """The mean of each metric over the window's finite steps, the number of skipped ones
+  (train.nonfinite=skip), then the trainer's scalars (after the fetch: the window's work is done,
+  so throughput is measured right)."""
+  kept = [m for m in host if not m["nonfinite"]]
+  scalars = {k: float(np.mean([m[k] for m in kept])) for k in host[0] if k != "nonfinite"} if kept else {}
+  if count_skips:
+    scalars["nonfinite_skips"] = float(len(host) - len(kept))
   scalars.update(hooks.log_scalars(step))
   return scalars
+
+
+def _save(checkpointer, step: int, state: dict, hooks: Hooks, guard: nonfinite.Guard) -> None:
+  # The step flags already rule out non-finite values; one reduction, next to a save, makes sure.
+  if not bool(finite.all_finite({k: state[k] for k in ckpt_lib.STATE_ITEMS})):
+    raise guard.nonfinite_state(step)
+  checkpointer.save(step, state, meta=hooks.meta, data_state=hooks.batches.get_state(), force=True)
+  guard.last_checkpoint = guard.last_written = step
 
 
 # ---- The loop ------------------------------------------------------------------------------------
@@ -130,18 +133,17 @@ def train(config, workdir: str, hooks: Hooks) -> dict:
   # Every exit, a refusal or error included, closes Orbax's threads, the writers and the input.
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(hooks.batches.close)
+    # Before the checkpointer opens: opening deletes unfinished saves, another run's included.
+    cleanup.enter_context(workdir_lock.hold(workdir))
     checkpointer = cleanup.enter_context(ckpt_lib.Checkpointer(
         ckpt_lib.checkpoint_dir(workdir), max_to_keep=tr.keep_checkpoints, async_save=tr.async_checkpoint))
-    latest = checkpointer.latest_step()
-    if latest is not None:  # before anything is written: a refused resume leaves the workdir as it was
-      _check_compatible(checkpointer, latest, hooks, workdir)
+    # Keys: 1 initialises the state, step + 2 drives step `step` (the same on resume).
+    base_key = jax.random.key(config.seed)
+    # Before anything is written: a refused resume leaves the workdir as it was.
+    state = resume.restore_or_init(checkpointer, hooks, tr.restore_step, jax.random.fold_in(base_key, 1), workdir)
     if jax.process_index() == 0:
       config_io.save(config, workdir)
     writer = cleanup.enter_context(_writers(workdir))
-
-    # Keys: 1 initialises the state, step + 2 drives step `step` (the same on resume).
-    base_key = jax.random.key(config.seed)
-    state = _restore_or_init(checkpointer, latest, hooks, jax.random.fold_in(base_key, 1))
     step = start_step = int(state["step"])
     if start_step >= tr.num_steps:
       logging.info("Already trained %d/%d steps; nothing to do.", start_step, tr.num_steps)
@@ -149,6 +151,14 @@ def train(config, workdir: str, hooks: Hooks) -> dict:
         hooks.already_trained(step, state, writer)
 
     preemption = PreemptionFlag()
+    # The steps after start_step run (again) now: metrics.jsonl drops the records a killed run left of
+    # them. TensorBoard needs nothing: clu starts a new events file per run, and TensorBoard's default
+    # loader (the data server of --load_fast=auto) lets a point at step s replace a series' points at
+    # steps >= s read before it; only the Python loader (--load_fast=false) shows replayed steps twice
+    # (it purges only on SessionLog.START events, which clu's tf.summary writer never writes).
+    if jax.process_index() == 0:
+      keep_through(os.path.join(workdir, workdir_files.METRICS_FILE), start_step)
+    guard = nonfinite.Guard(tr, start_step)
     report = periodic_actions.ReportProgress(num_train_steps=tr.num_steps, writer=writer, every_steps=tr.log_every)
     pending, compiled_shapes = [], set()
     while step < tr.num_steps:
@@ -163,15 +173,17 @@ def train(config, workdir: str, hooks: Hooks) -> dict:
         logging.info("Step %d: compiled and ran the train step for batch %s in %.1fs.", step, shape,
                      time.time() - t0)
       pending.append(metrics)
-      report(step)
       if step % tr.log_every == 0 or step == tr.num_steps:
-        writer.write_scalars(step, _window_scalars(pending, hooks, step))
-        pending = []
+        pending = _fetch(pending, guard, step)
+        writer.write_scalars(step, _window_scalars(pending, hooks, step, guard.skip))
+        guard.last_written, pending = step, []
+      report(step)  # after the check: a diverged window writes nothing, not even steps/s
       for callback in hooks.after_step:
         callback(step, state, writer)
       stop = preemption.should_stop(step, sync=step % tr.log_every == 0)
       if step % tr.checkpoint_every == 0 or step == tr.num_steps or stop:
-        checkpointer.save(step, state, meta=hooks.meta, data_state=hooks.batches.get_state(), force=True)
+        pending = _fetch(pending, guard, step)  # the save syncs anyway; no checkpoint after a bad step
+        _save(checkpointer, step, state, hooks, guard)
         for callback in hooks.after_checkpoint:
           callback(step, state, writer)
       if stop:

@@ -11,6 +11,7 @@ import ml_collections
 from vdit.core.errors import ConfigError
 from vdit.vae import wan_vae
 from vdit.training import vae_losses
+from vdit.config import schema
 
 # config.vae keys that are WanVAEConfig fields (the architecture).
 ARCHITECTURE_KEYS = ("base_dim", "decoder_base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales",
@@ -75,11 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 100_000
   c.train.global_batch_size = 16
-  c.train.log_every = 50
-  # Every checkpoint also writes WORKDIR/vae.safetensors (EMA weights, latent statistics).
-  c.train.checkpoint_every = 1000
-  c.train.keep_checkpoints = 3
-  c.train.async_checkpoint = True
+  schema.loop_settings(c.train)  # log/checkpoint cadence, non-finite policy, restore step
   # On CPU: compile without XLA's LLVM optimisation (compiles 2-4x faster, steps ~5% slower).
   c.train.cpu_fast_compile = True
 

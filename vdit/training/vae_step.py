@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vdit.core import finite as finite_lib
 from vdit.media import pixels
 from vdit.vae import wan_vae
 from vdit.training import vae_losses
@@ -25,12 +26,18 @@ def posterior(vae, x):
 
 
 def make_train_step(vae_graphdef, tx, weights: vae_losses.LossWeights, *, ema_decay: float,
-                    perceptual_graphdef=None, disc_graphdef=None, disc_tx=None):
+                    perceptual_graphdef=None, disc_graphdef=None, disc_tx=None,
+                    skip_nonfinite: bool = False):
   """Returns step(state, video_uint8, key, perceptual_params) -> (state, metrics).
 
   `perceptual_graphdef` (with the frozen `perceptual_params` passed each step) adds the perceptual
   term; `disc_graphdef`/`disc_tx` add the hinge GAN: the generator term and the discriminator's
   updates are off (its parameters and optimizer state unchanged) before adversarial_start_step.
+
+  metrics["nonfinite"] is 1.0 when a loss, a gradient norm or an updated parameter (VAE or
+  discriminator) is not finite. `skip_nonfinite` drops the whole update of a step whose losses or
+  gradient norms are not finite (the step counter still advances), decided before the optimizers
+  run, as in vdit.training.dit_step; overflowing weights are only reported.
   """
 
   def vae_loss(vae_params, disc_params, perceptual_params, x, key, adversarial_on):
@@ -66,6 +73,7 @@ def make_train_step(vae_graphdef, tx, weights: vae_losses.LossWeights, *, ema_de
     new_params, new_opt = {"vae": vae_params}, {"vae": vae_opt}
     metrics = dict(terms, loss=loss, grad_norm=optax.tree.norm(grads),
                    train_psnr=jnp.mean(vae_losses.psnr(x, recon)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
     if disc_graphdef is not None:
       d_loss, d_grads = jax.value_and_grad(disc_loss)(params["disc"], x, jax.lax.stop_gradient(recon))
       d_updates, d_opt = disc_tx.update(d_grads, opt_state["disc"], params["disc"])
@@ -73,7 +81,13 @@ def make_train_step(vae_graphdef, tx, weights: vae_losses.LossWeights, *, ema_de
       new_params["disc"] = keep_until_on(optax.apply_updates(params["disc"], d_updates), params["disc"])
       new_opt["disc"] = keep_until_on(d_opt, opt_state["disc"])
       metrics["disc_loss"] = d_loss
-    new_state = {"params": new_params, "ema": {"vae": ema}, "opt_state": new_opt, "step": step + 1}
+      finite &= jnp.isfinite(d_loss) & jnp.isfinite(optax.tree.norm(d_grads))
+    new_state = {"params": new_params, "ema": {"vae": ema}, "opt_state": new_opt}
+    if skip_nonfinite:
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                               {k: state[k] for k in new_state})
+    new_state["step"] = step + 1
+    metrics["nonfinite"] = (~(finite & finite_lib.all_finite(new_state["params"]))).astype(jnp.float32)
     return new_state, metrics
 
   return train_step

@@ -24,7 +24,7 @@ from vdit.core import weights, workdir_files
 from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.parallel import sharding
 from vdit.text.tokenizer import Tokenizer
-from vdit.training import loop, train_state, vae_config, vae_losses, vae_step
+from vdit.training import loop, nonfinite, train_state, vae_config, vae_losses, vae_step
 from vdit.vae import wan_vae
 
 EXPORT_FILE = workdir_files.VAE_FILE
@@ -181,7 +181,7 @@ def train_vae(config, workdir: str):
   # ---- Compiled step -----------------------------------------------------------------------------
   step_fn = vae_step.make_train_step(vae_graphdef, tx, weights_cfg, ema_decay=config.optim.ema_decay,
                                      perceptual_graphdef=perceptual_graphdef, disc_graphdef=disc_graphdef,
-                                     disc_tx=disc_tx)
+                                     disc_tx=disc_tx, skip_nonfinite=nonfinite.skips(tr))
   jit_step = _jit(config, step_fn, out_shardings=(replicated, None), donate_argnums=0)
   encode_mean = _jit(config, vae_step.make_encode_mean(vae_graphdef))
   reconstruct_psnr = _jit(config, vae_step.make_reconstruct_psnr(vae_graphdef))

@@ -26,6 +26,7 @@ from flax import nnx
 
 from vdit.core import weights
 from vdit.core.errors import ConfigError, UserError
+from vdit.interop.wan import diffusers_config
 from vdit.model.dit import VARIANTS, DiT
 
 SOURCES = ("wan2.1",)
@@ -186,16 +187,7 @@ def convert_state_dict(tensors: dict, overrides: dict, source: str = "checkpoint
 
 def read_config(path: str) -> dict:
   """model_overrides of a diffusers config.json; ConfigError naming the file if absent or unreadable."""
-  if not os.path.isfile(path):
-    raise ConfigError(f"Config file {path!r} does not exist; pass the transformer's diffusers config.json.")
-  try:
-    with open(path) as f:
-      cfg = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConfigError(f"Config file {path!r} is not readable JSON ({e}).") from None
-  if not isinstance(cfg, dict):
-    raise ConfigError(f"Config file {path!r} is not a {CLASS_NAME} config (not a JSON object).")
-  return model_overrides(cfg, f"Config file {path!r}")
+  return model_overrides(diffusers_config.read(path, "the transformer's"), f"Config file {path!r}")
 
 
 def read_weights(path: str) -> dict:

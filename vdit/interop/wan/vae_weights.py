@@ -8,7 +8,6 @@ The output is safetensors with vdit names and channels-last kernels plus the arc
 metadata, loaded by `vdit.vae.wan_vae.load(path)`. Only safetensors is read (no pickle); the original
 Wan repository's `Wan2.1_VAE.pth` must first be turned into the diffusers layout.
 """
-import json
 import os
 
 from absl import flags
@@ -16,6 +15,7 @@ import numpy as np
 
 from vdit.core import command, weights
 from vdit.core.errors import ConfigError
+from vdit.interop.wan import diffusers_config
 from vdit.vae import wan_vae
 
 # diffusers module names -> vdit ones (the rest of the path is the same).
@@ -118,16 +118,9 @@ def convert_state_dict(tensors: dict, config: wan_vae.WanVAEConfig, source: str 
 
 
 def read_config(path: str) -> wan_vae.WanVAEConfig:
-  if not os.path.isfile(path):
-    raise ConfigError(f"Config file {path!r} does not exist; pass the VAE's diffusers config.json.")
-  try:
-    with open(path) as f:
-      cfg = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConfigError(f"Config file {path!r} is not readable JSON ({e}).") from None
-  if not isinstance(cfg, dict) or cfg.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
-    raise ConfigError(f"Config file {path!r} is not an AutoencoderKLWan config "
-                      f"(_class_name={cfg.get('_class_name') if isinstance(cfg, dict) else None!r}).")
+  cfg = diffusers_config.read(path, "the VAE's")
+  if cfg.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
+    raise ConfigError(f"Config file {path!r} is not an AutoencoderKLWan config (_class_name={cfg['_class_name']!r}).")
   return config_from_diffusers(cfg, f"Config file {path!r}")
 
 
