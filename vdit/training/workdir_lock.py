@@ -31,6 +31,8 @@ HEARTBEAT_S = 30
 # robbed; short enough that a job restarted on another host after a crash starts within minutes.
 # (On the same host a dead pid frees the lock at once.)
 STALE_AFTER_S = 300
+# A takeover guard older than this belongs to a taker that died between two file operations.
+_GUARD_STALE_S = 60
 _MESSAGE_BYTES = 2048  # the verdict broadcast to the other processes
 
 
@@ -111,7 +113,7 @@ class _Held:
               "started": datetime.datetime.fromtimestamp(now).astimezone().isoformat(timespec="seconds"),
               "heartbeat": now, "token": uuid.uuid4().hex}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    for _ in range(3):  # a round lost to another starter or taker reads the lock again
+    for _ in range(5):  # a round lost to another starter or taker reads the lock again
       if _create(path, record):
         return cls(path, record)
       holder = _read(path)
@@ -120,10 +122,11 @@ class _Held:
       why = _staleness(holder)
       if why is None:
         break
-      if _move_away(path, holder) and _create(path, record):
+      if _take_over(path, holder, record):
         logging.warning("Took over the lock of workdir %s from %s: %s.", os.path.dirname(path),
                         _describe(holder), why)
         return cls(path, record)
+      time.sleep(0.05)  # another taker holds the takeover guard: look again once it is done
     holder = _read(path) or {}
     raise WorkdirInUseError(
         f"Workdir {os.path.dirname(path)} is in use by another trainer: {_describe(holder)} (last heartbeat "
@@ -152,19 +155,23 @@ class _Held:
 
 
 def _create(path: str, record: dict) -> bool:
-  """Creates the lock holding `record`; False if it exists."""
+  """Creates the lock holding `record`, whole (written aside, then hard-linked: link fails if the
+  lock exists, so no reader ever sees an empty lock); False if it exists."""
+  tmp = f"{path}.{record['token']}.new"
+  with open(tmp, "w") as f:
+    json.dump(record, f)
   try:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.link(tmp, path)
+    return True
   except FileExistsError:
     return False
-  with os.fdopen(fd, "w") as f:
-    json.dump(record, f)
-  return True
+  finally:
+    os.remove(tmp)
 
 
 def _read(path: str) -> dict | None:
-  """The lock's record, None if there is none. A record still being written (O_EXCL creates the
-  file empty) is read again; one that never parses is judged by its file's age alone."""
+  """The lock's record, None if there is none. A record that does not parse (an older vdit's, or
+  a damaged file) is read again briefly, then judged by its file's age alone."""
   for _ in range(20):
     try:
       with open(path) as f:
@@ -199,20 +206,29 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def _move_away(path: str, stale: dict) -> bool:
-  """Renames the stale lock away (of several takers, one rename succeeds); True if this process
-  moved exactly the lock it judged stale. A lock renewed meanwhile goes back."""
-  aside = f"{path}.stale-{uuid.uuid4().hex}"
+def _take_over(path: str, stale: dict, record: dict) -> bool:
+  """Replaces the lock judged stale by `record`; True if this taker did. Takers queue on a guard file
+  (O_EXCL: one at a time), and the one inside replaces the lock only if it is still the stale
+  record: a lock renewed or taken meanwhile is left alone, so two takers can never both win."""
+  guard = path + ".takeover"
   try:
-    os.rename(path, aside)
-  except FileNotFoundError:
+    fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    with contextlib.suppress(FileNotFoundError):
+      if time.time() - os.path.getmtime(guard) > _GUARD_STALE_S:  # its taker died inside
+        os.remove(guard)
     return False
-  moved = _read(aside)
-  os.remove(aside)
-  if moved is not None and moved != stale:
-    _create(path, moved)  # its holder beat again (or a new run took it) since we read it: put it back
-    return False
-  return True
+  try:
+    if _read(path) != stale:
+      return False
+    tmp = f"{path}.{record['token']}.new"
+    with open(tmp, "w") as f:
+      json.dump(record, f)
+    os.replace(tmp, path)  # atomic: readers see the stale record or ours
+    return True
+  finally:
+    os.close(fd)
+    os.remove(guard)
 
 
 def _describe(holder: dict) -> str:
