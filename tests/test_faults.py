@@ -91,7 +91,6 @@ def trained(toy_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_second_trainer_on_a_workdir_is_refused_at_start(trained):
   ran, refused = sorted(trained.results, key=lambda r: r.returncode)
   assert (ran.returncode, refused.returncode) == (0, 2), refused.stderr[-3000:]
@@ -150,7 +149,6 @@ def test_live_lock_is_not_taken_over(tmp_path, holder):
   assert _files(str(tmp_path)) == before
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_every_process_of_a_job_is_refused_a_locked_workdir(toy_data, tmp_path):
   workdir = str(tmp_path / "run")
@@ -259,7 +257,6 @@ def test_restore_step_rewinds_to_that_step(trained, toy_data, tmp_path, caplog):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_error_and_changes_nothing(trained, toy_data, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(trained.workdir, workdir)
@@ -276,7 +273,6 @@ def test_no_readable_checkpoint_is_one_error_and_changes_nothing(trained, toy_da
 
 
 # ---- Kill during a checkpoint write --------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_then_rerun_resumes_exactly(trained, toy_data, tmp_path):
   workdir = str(tmp_path / "killed")
