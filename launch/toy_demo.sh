@@ -27,7 +27,7 @@ echo "== 3/5 train -> $WORKDIR (resumes if interrupted; evaluates every 1,000 st
   --config.eval.overrides="reference_dir=$EVAL_DATA,features.path=$FEATURES" "$@"
 
 echo "== 4/5 sample held-out and seen prompts"
-"$PY" -m vdit.toy.prompts --data="$DATA" --out="$WORKDIR/prompts.txt"
+"$PY" -m data_prep.toy_prompts --data="$DATA" --out="$WORKDIR/prompts.txt"
 "$PY" -m vdit.sample --workdir="$WORKDIR" --prompts="$WORKDIR/prompts.txt" --out="$WORKDIR/samples"
 
 echo "== 5/5 judge colour, shape and direction"
