@@ -73,6 +73,21 @@ def test_self_attention_equals_unsharded_attention(mesh_shape, mode):
   _assert_close(actual, _unsharded_self_attention())
 
 
+@pytest.mark.parametrize("mode", ["ring", "ulysses"])
+def test_forward_mode_derivatives_equal_unsharded_attention(mode):
+  """jax.jvp (consistency distillation's tangent) through the ring's blockwise folds and Ulysses's
+  all-to-alls equals the JVP of unsharded attention."""
+  q, k, v = _qkv()
+  tangents = tuple(_qkv(seed=5))
+  mask = _key_mask(N)
+  sharded = lambda q, k, v: context_parallel.attention(q, k, v, mask, mode=mode, local=xla_attention,
+                                                       kv_sharded=True)
+  expected = jax.jit(lambda: jax.jvp(lambda q, k, v: xla_attention(q, k, v, mask), (q, k, v), tangents))()
+  with jax.set_mesh(sharding.make_mesh({"data": 2, "context": 4})), sharding.activation_rules(sharding.DEFAULT_RULES):
+    actual = jax.jit(lambda: jax.jvp(sharded, (q, k, v), tangents))()
+  _assert_close(actual, expected)
+
+
 def test_cross_attention_to_padded_text_with_sequence_sharded_queries():
   q, = _qkv()[:1]
   text_k, text_v = _qkv(length=6, seed=1)[1:]

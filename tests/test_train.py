@@ -65,7 +65,7 @@ def _committed_steps(workdir):
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_exactly(toy_data, tmp_path):
-  steps = 40
+  steps = 20
   reference = str(tmp_path / "uninterrupted")
   result = cli("vdit.main", *_train_args(reference, toy_data, steps))
   assert result.returncode == 0, result.stderr[-3000:]

@@ -11,7 +11,7 @@ Exit status: 0 fits (or no memory limit is known); 1 would not fit; 2 bad config
 Topologies:
   cpu:N           N simulated CPU devices on this machine.
   tpu:CHIP:SHAPE  a Cloud TPU slice, CHIP one of v4, v5e, v5p, v6e: tpu:v5e:4x4, tpu:v5p:2x2x2
-                  (--num_slices=K for K slices). Needs libtpu (pip install 'jax[tpu]'), not a TPU.
+                  (--num_slices=K for K slices). Needs libtpu (`pip install libtpu`), not a TPU: run it on any CPU host.
   local           this machine's devices as they are (e.g. on a GPU host).
 Clip size: --num_frames/--height/--width, else config.data.num_frames and config.sample.*, else
 the largest bucket of config.data.dir. Batch: as the trainer plans it (train.global_batch_size,
@@ -100,7 +100,7 @@ def parse_topology(topology: str) -> tuple[str, tuple]:
 def _tpu_devices(chip: str, dims: tuple, num_slices: int) -> list:
   if not (importlib.util.find_spec("libtpu") or os.environ.get("TPU_LIBRARY_PATH")):
     raise TopologyError(f"--topology=tpu:{chip}:... compiles with libtpu, which is not installed here; "
-                        "`pip install 'jax[tpu]'` (no TPU needed), or check the mesh on CPU with --topology=cpu:N.")
+                        "`pip install libtpu` (no TPU needed), or check the mesh on CPU with --topology=cpu:N.")
   from jax.experimental import topologies
   name, chip_config, _, _ = _TPU_CHIPS[chip]
   # Torus wraparound as Cloud TPU slices have it: full cubes (>= 4 per dim) on 3D chips, 16-chip rows on 2D ones.
@@ -164,7 +164,8 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   from vdit.text import conditioner
   from vdit.text.tokenizer import Tokenizer
 
-  config = prepare.for_compile(config)  # the boundary: checked and frozen
+  # The boundary: checked (kernels against the target's platform, not this host's) and frozen.
+  config = prepare.for_compile(config, platform=devices[0].platform)
   accum = config.train.grad_accum_steps
   frozen_text = config.text.encoder != "trainable"
   # As vdit.training.dit_trainer plans batches: each splits over the batch devices, the hosts and, on each
@@ -202,27 +203,49 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
            else Tokenizer(length))
   step = build_train_step(config, mesh, tx, empty)
   start = time.perf_counter()
+  out_of_memory = None
   with jax.set_mesh(mesh):
-    compiled = step.lower(state, batch, key).compile()
+    lowered = step.lower(state, batch, key)
+    try:
+      compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+      # The TPU compiler refuses a program whose buffers exceed HBM: the ordinary "would not fit".
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      out_of_memory = _first_line(str(e))
   compile_seconds = time.perf_counter() - start
 
-  memory = _memory_report(compiled.memory_analysis())
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   model_flops = flops.train_step_flops(config, video_shape)
-  fits = None
-  if memory and memory_limit_gib is not None:
-    fits = memory["total_bytes"] <= memory_limit_gib * _GIB
+  memory, cost, fits, kernels = None, None, False, None
+  if out_of_memory is None:
+    # Fused attention kernels in the compiled program (Mosaic TPU custom calls, cuDNN attention):
+    # proof that model.attention=splash/cudnn runs its kernel at this shape.
+    hlo = compiled.as_text() or ""
+    kernels = hlo.count('custom_call_target="tpu_custom_call"') + hlo.count('custom_call_target="__cudnn$fmha')
+    memory = _memory_report(compiled.memory_analysis())
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    fits = None
+    if memory and memory_limit_gib is not None:
+      fits = memory["total_bytes"] <= memory_limit_gib * _GIB
   return {
       "device_kind": devices[0].device_kind, "num_devices": len(devices), "num_hosts": num_hosts,
       "mesh": dict(mesh.shape), "batch_shape": list(video_shape), "bucket": bucket,
+      "attention": config.model.attention, "remat": config.model.remat,
       "compile_seconds": round(compile_seconds, 2), "memory_per_device": memory,
-      "memory_limit_gib": memory_limit_gib, "fits": fits,
+      "memory_limit_gib": memory_limit_gib, "fits": fits, "out_of_memory": out_of_memory,
+      "fused_kernel_calls": kernels,
       "model_flops_per_step": model_flops, "model_flops_per_device": model_flops / len(devices),
       # XLA's count for one device's program; it counts a loop body (scanned blocks, accumulated
       # microbatches) once.
       "hlo_flops_per_device": (cost or {}).get("flops"),
   }
+
+
+def _first_line(message: str) -> str:
+  """XLA's out-of-memory message without its allocation dump: the line that says what exceeded what."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return next((line for line in lines if "exceeds" in line or "RESOURCE_EXHAUSTED" in line), lines[0])[:500]
 
 
 def _memory_report(stats) -> dict | None:
@@ -255,9 +278,10 @@ def main(f):
   report = {"topology": f.topology, **report}
   print(json.dumps(report, indent=2))
   if report["fits"] is False:
-    need = report["memory_per_device"]["total_bytes"] / _GIB
-    print(f"would not fit: needs {need:.2f} GiB per device of {limit:g} GiB on {f.topology}; shard more "
-          "(config.mesh.fsdp), set config.model.remat=full, or use a smaller batch or clip.", file=sys.stderr)
+    need = (f"XLA: {report['out_of_memory']}" if report["out_of_memory"] else
+            f"needs {report['memory_per_device']['total_bytes'] / _GIB:.2f} GiB per device of {limit:g} GiB")
+    print(f"would not fit on {f.topology}: {need}; shard more (config.mesh.fsdp), set config.model.remat=full, "
+          "use model.attention=splash/cudnn/blockwise, or a smaller batch or clip.", file=sys.stderr)
     return 1
   return 0
 

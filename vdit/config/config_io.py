@@ -18,7 +18,7 @@ from vdit.parallel import sharding
 from vdit.diffusion import conditioning
 from vdit.diffusion.flow import TIMESTEP_SAMPLERS
 from vdit.diffusion.samplers import SAMPLERS
-from vdit.model.attention import backend_error
+from vdit.model.attention import backend_error, shape_error
 from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
 from vdit.model.dit import VARIANTS, remat_error
 from vdit.model.factory import DTYPES, PREDICTIONS
@@ -38,10 +38,11 @@ def _require(ok: bool, message: str):
     raise ConfigError(message)
 
 
-def validate(config) -> None:
-  """Checks values a typo-proof (locked) config can still get wrong; one clear message each."""
+def validate(config, platform: str | None = None) -> None:
+  """Checks values a typo-proof (locked) config can still get wrong; one clear message each.
+  `platform`: where the model will run (default: this machine; compile_check passes its target's)."""
   m, t, tr = config.model, config.text, config.train
-  for error in (remat_error(m.remat), backend_error(m.attention)):
+  for error in (remat_error(m.remat), backend_error(m.attention, platform)):
     _require(error is None, f"config.{error}")
   _require(m.context_parallel in CONTEXT_PARALLEL_MODES,
            f"config.model.context_parallel={m.context_parallel!r}; choose one of {CONTEXT_PARALLEL_MODES}.")
@@ -53,6 +54,8 @@ def validate(config) -> None:
   _require(len(m.patch_size) == 3 and all(int(p) > 0 for p in m.patch_size),
            f"config.model.patch_size={tuple(m.patch_size)} must be three positive ints (t, h, w).")
   _require(m.dim % m.num_heads == 0, f"config.model.dim={m.dim} must be divisible by num_heads={m.num_heads}.")
+  error = shape_error(m.attention, m.dim // m.num_heads)
+  _require(error is None, f"config.{error}")
   _require((m.dim // m.num_heads) % 2 == 0, "config.model head dim (dim / num_heads) must be even for RoPE.")
   _require(t.dim % t.num_heads == 0, f"config.text.dim={t.dim} must be divisible by num_heads={t.num_heads}.")
   _require(0.0 <= t.caption_dropout < 1.0, f"config.text.caption_dropout={t.caption_dropout} must be in [0, 1).")
@@ -198,8 +201,9 @@ def for_inference(config):
   m = config.model
   with config.unlocked():
     if attention.backend_error(m.attention):
-      logging.warning("model.attention=%r is unavailable here; sampling with 'xla'.", m.attention)
-      m.attention = "xla"
+      logging.warning("model.attention=%r is unavailable here; sampling with 'blockwise' (the same function).",
+                      m.attention)
+      m.attention = "blockwise"
     if m.context_parallel != "none":
       m.context_parallel = "none"
   return config

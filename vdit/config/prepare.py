@@ -18,12 +18,13 @@ def plan_buckets(config, batch_multiple: int):
                           max_frames=d.num_frames, image_ratio=d.image_ratio)
 
 
-def _checked(config):
-  """A validated, unlocked copy (references resolved) that the functions below may complete."""
+def _checked(config, platform=None):
+  """A validated, unlocked copy (references resolved) that the functions below may complete;
+  `platform` is the target's (default: this machine's)."""
   if experiment.is_frozen(config):
     config = experiment.thaw(config)
   config = config.copy_and_resolve_references()
-  config_io.validate(config)
+  config_io.validate(config, platform)
   if config.train.grad_accum_steps < 1:
     raise ConfigError(f"config.train.grad_accum_steps={config.train.grad_accum_steps} must be >= 1.")
   if config.text.encoder == "trainable" and not config.text.vocab_size:
@@ -32,9 +33,9 @@ def _checked(config):
   return config
 
 
-def for_compile(config):
-  """A config checked for compiling its train step (no data needed): the Experiment."""
-  return experiment.freeze(_checked(config))
+def for_compile(config, platform=None):
+  """A config checked for compiling its train step for `platform` (no data needed): the Experiment."""
+  return experiment.freeze(_checked(config, platform))
 
 
 def for_training(config):

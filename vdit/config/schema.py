@@ -87,10 +87,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.variant = "vdit"
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
-  # (matmul-with-weights outputs) | dots_all (all matmul outputs) | offload_dots (dots, in host memory).
+  # (matmul-with-weights outputs) | dots_all (all matmul outputs) | dots_attention (dots + attention
+  # outputs, fused kernels' included) | offload_dots (dots, in host memory).
   c.model.remat = "none"
   c.model.scan_layers = True  # lax.scan over blocks (compile time flat in depth); False: unrolled loop
-  c.model.attention = "xla"  # local attention kernel: xla (any platform) | cudnn (NVIDIA GPU) | splash (TPU)
+  # Local attention kernel, any sequence length: xla (dense scores; any platform) | blockwise (online
+  # softmax in JAX, O(N) memory, forward-mode differentiable; any platform) | cudnn (NVIDIA GPU flash
+  # attention) | splash (TPU Pallas flash attention). A shape a kernel cannot take is an error.
+  c.model.attention = "xla"
   # Self-attention when mesh.context > 1: none (XLA gathers keys) | ulysses (all-to-all over heads;
   # heads per tensor shard divisible by mesh.context) | ring (k/v blocks passed around the context axis).
   c.model.context_parallel = "none"

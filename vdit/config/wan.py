@@ -1,11 +1,16 @@
-"""Wan 2.1 T2V-1.3B exactly, as a config: `configs/wan_1p3b.py` and a converted release's workdir
-(vdit.interop.wan.workdir) both start from it."""
+"""Wan 2.1 T2V-1.3B and -14B exactly, as configs: `configs/wan_1p3b.py`, `configs/wan_14b.py` and a
+converted release's workdir (vdit.interop.wan.workdir) all start from it."""
 from vdit.config import schema
 
+# size -> (dim, blocks, heads, FFN width), as the released transformers' configs give them.
+SIZES = {"1.3B": (1536, 30, 12, 8960), "14B": (5120, 40, 40, 13824)}
 
-def wan21_t2v_config(*, frames: int = 21, vae: str = "", t5: str = "", tokenizer: str = ""):
-  """Wan 2.1 T2V-1.3B (dim 1536, 30 blocks, 12 heads, FFN 8960, 1x2x2 patches over 16-channel latents,
-  frozen umT5 text of width 4096 x 512 tokens) with Wan's training and sampling settings. Unlocked."""
+
+def wan21_t2v_config(*, frames: int = 21, vae: str = "", t5: str = "", tokenizer: str = "", size: str = "1.3B"):
+  """Wan 2.1 T2V-1.3B (dim 1536, 30 blocks, 12 heads, FFN 8960; `size`="14B": 5120, 40, 40, 13824), 1x2x2
+  patches over 16-channel latents, frozen umT5 text of width 4096 x 512 tokens, with Wan's training and
+  sampling settings. Unlocked."""
+  dim, depth, heads, ffn = SIZES[size]
   config = schema.default_config()
   config.mesh.data = 1
   config.mesh.fsdp = -1
@@ -15,10 +20,10 @@ def wan21_t2v_config(*, frames: int = 21, vae: str = "", t5: str = "", tokenizer
   config.model.variant = "wan"
   config.model.in_channels = 16
   config.model.patch_size = (1, 2, 2)
-  config.model.dim = 1536
-  config.model.depth = 30
-  config.model.num_heads = 12
-  config.model.mlp_ratio = 8960 / 1536
+  config.model.dim = dim
+  config.model.depth = depth
+  config.model.num_heads = heads
+  config.model.mlp_ratio = ffn / dim
   config.model.remat = "full"
   config.model.dtype = "bfloat16"
 

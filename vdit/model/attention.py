@@ -1,5 +1,6 @@
 """Multi-head attention with QK RMSNorm (per head, or across heads as Wan 2.1), optional RoPE, key padding masks, and a choice of
-local kernel (XLA, cuDNN flash attention, TPU splash attention).
+local kernel: xla (dense, the reference), blockwise (pure-JAX online softmax, O(N) memory, any
+platform, forward-mode differentiable), cudnn (NVIDIA flash attention), splash (TPU Pallas).
 
 `dot_product_attention` is the one place scores are computed on a device's data; sharding over the
 mesh (GSPMD, or `context_parallel` when a kernel or a collective algorithm needs shard_map) wraps it.
@@ -8,94 +9,121 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
+from vdit.model import blockwise
 from vdit.model import context_parallel as context_parallel_lib
 from vdit.model import rope
 from vdit.model.layers import Dense, RMSNorm
 from vdit.parallel.sharding import constrain
 
-BACKENDS = ("xla", "cudnn", "splash")
+BACKENDS = ("xla", "blockwise", "cudnn", "splash")
 QK_NORMS = ("per_head", "across_heads")
 _PLATFORM = {"cudnn": "gpu", "splash": "tpu"}  # backends tied to one platform
-_SPLASH_BLOCKS = (512, 256, 128)  # splash tiles must be multiples of 128 that divide the sequence
+_SPLASH_TILE = 128  # splash tiles are multiples of 128: sequences are padded to one
+_SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides the padded sequence
 # Pallas kernels do not declare how their outputs vary over mesh axes, so shard_map must not check.
 _UNTYPED_BACKENDS = {"splash"}
+ATTENTION_OUTPUT = "attention_output"  # checkpoint name of every attention's output (remat policies)
+_CUDNN_HEAD_DIM = 256  # cuDNN flash attention: head dims a multiple of 8 up to this (128 before Hopper)
 
 
 def backend_error(backend: str, platform: str | None = None) -> str | None:
-  """Why attention backend `backend` cannot run on `platform` (default: JAX's), or None if it can."""
+  """Why attention backend `backend` cannot run on `platform` (the target's; default: JAX's), or None."""
   if backend not in BACKENDS:
     return f"model.attention={backend!r} is not a backend; choose one of {BACKENDS}."
   platform = platform or jax.default_backend()
   if backend not in _PLATFORM or _PLATFORM[backend] == platform:
     return None
-  usable = ["xla"] + [b for b, p in _PLATFORM.items() if p == platform]
+  usable = ["xla", "blockwise"] + [b for b, p in _PLATFORM.items() if p == platform]
   kernel = {"cudnn": "cuDNN flash attention (NVIDIA GPU)", "splash": "Pallas splash attention (TPU)"}[backend]
   return (f"model.attention={backend!r} is {kernel}, unavailable on platform {platform!r}; "
-          f"use {' or '.join(repr(b) for b in usable)} here.")
+          f"use {', '.join(repr(b) for b in usable[:-1])} or {usable[-1]!r} here.")
+
+
+def shape_error(backend: str, head_dim: int) -> str | None:
+  """Why `backend` cannot take heads of `head_dim`, or None. Sequence lengths never are a reason:
+  the kernels pad them."""
+  if backend == "cudnn" and (head_dim % 8 or head_dim > _CUDNN_HEAD_DIM):
+    return (f"model.attention='cudnn' takes head dims that are multiples of 8 up to {_CUDNN_HEAD_DIM} (128 "
+            f"before Hopper), not {head_dim} (model.dim / model.num_heads); use model.attention='blockwise' "
+            "(memory-efficient, any shape) or 'xla' (dense), or a dim/num_heads that fits.")
+  return None
 
 
 def xla_attention(q, k, v, key_mask):
+  """Dense attention: materialises the [N, M] scores of every head (the reference)."""
   mask = None if key_mask is None else key_mask[:, None, None, :]
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
+def blockwise_attention(q, k, v, key_mask):
+  return blockwise.attention(q, k, v, key_mask)
+
+
 def cudnn_attention(q, k, v, key_mask):
+  """cuDNN flash attention. Key masks are prefix masks here (valid tokens first: text padding), so
+  they pass as per-row key lengths, which cuDNN applies inside the kernel (a boolean mask would be
+  turned into a dense [N, M] bias)."""
   # cuDNN's fused kernels take only bf16/fp16 inputs: float32 runs in bf16 here (softmax
   # statistics stay float32 inside the kernel) and the result is cast back.
   dtype = q.dtype if q.dtype in (jnp.bfloat16, jnp.float16) else jnp.bfloat16
-  mask = None if key_mask is None else key_mask[:, None, None, :]
-  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask=mask,
+  lengths = None if key_mask is None else key_mask.sum(-1, dtype=jnp.int32)
+  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), key_value_seq_lengths=lengths,
                                      implementation="cudnn")
   return out.astype(q.dtype)
 
 
-def _splash_block(length: int) -> int | None:
-  return next((b for b in _SPLASH_BLOCKS if length % b == 0), None)
+def _pad_length(x, length: int, value=0):
+  widths = [(0, 0)] * x.ndim
+  widths[1] = (0, length - x.shape[1])
+  return jnp.pad(x, widths, constant_values=value)
 
 
 def splash_attention(q, k, v, key_mask, interpret=False):
-  """Splash attention per batch row; the key padding mask becomes segment ids (query rows are
-  segment 1, masked keys segment 0), so every row needs one unmasked key (the tokenizer's empty
-  caption keeps one). `interpret` runs the kernel in Python (tests off TPU)."""
+  """Splash attention per batch row at any sequence length: queries and keys are padded to a
+  multiple of 128 and padded keys masked through segment ids (queries are segment 1, masked or
+  padded keys segment 0), so every row needs one unmasked key (the tokenizer's empty caption keeps
+  one). Padded queries attend like real ones and are dropped. `interpret` runs the kernel in Python
+  (tests off TPU)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as splash  # TPU-only kernel: import on use
   (b, n, h, d), m = q.shape, k.shape[1]
-  bq, bkv = _splash_block(n), _splash_block(m)
+  n_padded, m_padded = (-(-x // _SPLASH_TILE) * _SPLASH_TILE for x in (n, m))
+  if key_mask is None and m_padded != m:
+    key_mask = jnp.ones((b, m), bool)
+  q = _pad_length(q, n_padded)
+  k, v = _pad_length(k, m_padded), _pad_length(v, m_padded)
+  bq, bkv = (next(blk for blk in _SPLASH_BLOCKS if x % blk == 0) for x in (n_padded, m_padded))
   blocks = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                              block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
-  kernel = splash.make_splash_mha(splash.MultiHeadMask([splash.FullMask((n, m))] * h), block_sizes=blocks,
-                                  head_shards=1, q_seq_shards=1, interpret=interpret)
+  kernel = splash.make_splash_mha(splash.MultiHeadMask([splash.FullMask((n_padded, m_padded))] * h),
+                                  block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret)
   heads_major = lambda x: x.transpose(0, 2, 1, 3)  # splash takes [heads, seq, head_dim]
   q = q * jnp.asarray(d ** -0.5, q.dtype)  # splash does not scale the logits
   if key_mask is None:
     out = jax.vmap(kernel)(heads_major(q), heads_major(k), heads_major(v))
   else:
-    segments = splash.SegmentIds(q=jnp.ones((b, n), jnp.int32), kv=key_mask.astype(jnp.int32))
+    key_mask = _pad_length(key_mask, m_padded, False)
+    segments = splash.SegmentIds(q=jnp.ones((b, n_padded), jnp.int32), kv=key_mask.astype(jnp.int32))
     out = jax.vmap(kernel)(heads_major(q), heads_major(k), heads_major(v), segments)
-  return heads_major(out)
+  return heads_major(out)[:, :n]
 
 
-@functools.cache
-def _log_fallback(backend, shape):
-  logging.info("Attention %s -> XLA for shape %s (outside the kernel's supported shapes).", backend, shape)
+_KERNELS = {"xla": xla_attention, "blockwise": blockwise_attention, "cudnn": cudnn_attention,
+            "splash": splash_attention}
 
 
 def dot_product_attention(q, k, v, key_mask=None, backend: str = "xla"):
   """q [B,N,H,D], k/v [B,M,H,D], key_mask bool [B,M] -> [B,N,H,D], on one device's data.
 
-  Softmax statistics are float32 in every backend. Shapes a kernel does not take (cuDNN: head dim
-  a multiple of 8 up to 128; splash: sequences in multiples of 128) run on XLA instead, e.g. the
-  short text context of cross-attention under splash.
+  Softmax statistics are float32 in every backend. Every backend takes every sequence length; a
+  head dim the chosen kernel cannot take is an error (never a silent switch to another kernel).
   """
-  if backend == "cudnn" and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
-    return cudnn_attention(q, k, v, key_mask)
-  if backend == "splash" and _splash_block(q.shape[1]) and _splash_block(k.shape[1]):
-    return splash_attention(q, k, v, key_mask)
-  if backend != "xla":
-    _log_fallback(backend, (q.shape, k.shape))
-  return xla_attention(q, k, v, key_mask)
+  error = shape_error(backend, q.shape[-1])
+  if error:
+    raise ValueError(error)
+  return _KERNELS[backend](q, k, v, key_mask)
 
 
 class Attention(nnx.Module):
@@ -113,7 +141,10 @@ class Attention(nnx.Module):
       raise ValueError(f"Attention qk_norm={qk_norm!r}; choose one of {QK_NORMS}.")
     if dim % num_heads:
       raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}.")
-    error = backend_error(backend)
+    # The platform is checked where the target is known (the config boundary): compile_check
+    # builds TPU models on a CPU host.
+    error = (f"model.attention={backend!r} is not a backend; choose one of {BACKENDS}." if backend not in BACKENDS
+             else shape_error(backend, dim // num_heads))
     if error:
       raise ValueError(error)
     if context_parallel not in context_parallel_lib.MODES:
@@ -155,5 +186,5 @@ class Attention(nnx.Module):
       kv_sharded = is_self and self.length_axis == "length"
       y = context_parallel_lib.attention(q, k, v, key_mask, mode=self.context_parallel, local=local,
                                          kv_sharded=kv_sharded, check_vma=self.backend not in _UNTYPED_BACKENDS)
-    return self.out(y)
+    return self.out(checkpoint_name(y, ATTENTION_OUTPUT))
 

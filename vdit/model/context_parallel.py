@@ -5,14 +5,17 @@ Video token sequences are sharded over `context`; attention needs every key for 
     full-sequence/head-sharded, local attention with the configured kernel, all-to-all back. Two
     all-to-alls of q/k/v/out per layer; each device's heads must split over the context axis.
   * "ring" (Ring Attention): queries stay; key/value blocks (with their padding masks) travel around
-    the context ring with `ppermute`, combined by an online softmax (running max and sum in float32).
-    Any head count; communication overlaps the blockwise compute.
+    the context ring with `ppermute`, combined by an online softmax (running max and sum in float32)
+    with the blockwise kernel (vdit.model.blockwise) whatever `model.attention` is: the fused kernels
+    return no differentiable softmax statistics to combine blocks with. Any head count;
+    communication overlaps the blockwise compute.
   * "none": no collective algorithm; keys/values are gathered whole before local attention.
 Cross-attention to text uses the "none" layout whatever the mode: its keys/values are replicated
 over the context axis, so attention of each query shard to all of them is exact as it stands.
 
 Everything here is differentiable: shard_map, all_to_all and ppermute have transposes, and the
-ring's block update is rematerialised in the backward pass so its scores are never stored.
+ring's block update is rematerialised in the backward pass so its scores are never stored; forward-mode
+differentiation (jax.jvp) works through the ring and Ulysses with the xla and blockwise kernels.
 """
 import math
 
@@ -20,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from vdit.model import blockwise
 from vdit.parallel import sharding
 
 MODES = ("none", "ulysses", "ring")
@@ -51,33 +55,13 @@ def _ulysses(q, k, v, key_mask, local):
   return jax.lax.all_to_all(out, AXIS, split_axis=1, concat_axis=2, tiled=True)
 
 
-def _block_update(q, carry, block):
-  """Online softmax: folds one key/value block into (acc [b,h,n,d], running max [b,h,n], sum)."""
-  acc, running_max, total = carry
-  k, v, key_mask = block
-  scores = jnp.einsum("bnhd,bmhd->bhnm", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
-  scores = jnp.where(key_mask[:, None, None, :], scores, -jnp.inf)
-  # The result does not depend on the max (it cancels between numerator and sum), so it carries no
-  # gradient. A fully masked block leaves it at -inf; 0 then stands in so exp() sees no inf - inf.
-  new_max = jnp.maximum(running_max, jax.lax.stop_gradient(scores.max(-1)))
-  shift = jnp.where(jnp.isneginf(new_max), 0.0, new_max)
-  probs = jnp.exp(scores - shift[..., None])
-  rescale = jnp.exp(running_max - shift)
-  total = rescale * total + probs.sum(-1)
-  acc = rescale[..., None] * acc + jnp.einsum("bhnm,bmhd->bhnd", probs.astype(v.dtype), v,
-                                              preferred_element_type=jnp.float32)
-  return acc, new_max, total
-
-
 def _ring(q, k, v, key_mask, size: int):
-  """Per device: q [b, n, h, d] attends to all C key/value blocks as they pass around the ring."""
+  """Per device: q [b, n, h, d] attends to all C key/value blocks as they pass around the ring; each
+  block is folded into the online-softmax statistics by the blockwise kernel (O(n) memory)."""
   if key_mask is None:
     key_mask = jnp.ones_like(k[:, :, 0, 0], bool)
-  # *_like keeps q's device-varying type, which the scan carry must have from the start.
-  acc = jnp.zeros_like(q, jnp.float32).transpose(0, 2, 1, 3)
-  carry = (acc, jnp.full_like(acc[..., 0], -jnp.inf), jnp.zeros_like(acc[..., 0]))
-  # Rematerialised: the backward pass recomputes one block's scores at a time from the carries.
-  update = jax.checkpoint(lambda carry, block: _block_update(q, carry, block))
+  # Rematerialised: the backward pass recomputes one ring step at a time from the carries.
+  update = jax.checkpoint(lambda carry, block: blockwise.fold(q, carry, *block))
   ring = [(i, (i + 1) % size) for i in range(size)]
 
   def step(state, _):
@@ -86,11 +70,8 @@ def _ring(q, k, v, key_mask, size: int):
     incoming = jax.lax.ppermute(block, AXIS, ring)
     return (update(carry, block), incoming), None
 
-  (carry, block), _ = jax.lax.scan(step, (carry, (k, v, key_mask)), length=size - 1)
-  acc, _, total = update(carry, block)
-  # A query whose keys are all masked gets zeros (XLA's softmax would average the masked values).
-  out = acc / jnp.where(total == 0, 1.0, total)[..., None]
-  return out.transpose(0, 2, 1, 3).astype(q.dtype)
+  (carry, block), _ = jax.lax.scan(step, (blockwise.init(q), (k, v, key_mask)), length=size - 1)
+  return blockwise.finish(update(carry, block), q.dtype)
 
 
 def attention(q, k, v, key_mask=None, *, mode: str, local, kv_sharded: bool, check_vma: bool = True):

@@ -11,19 +11,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdit.model import rope
-from vdit.model.attention import Attention
+from vdit.model.attention import ATTENTION_OUTPUT, Attention
 from vdit.model.layers import MLP, Dense, LayerNorm, timestep_embedding
 from vdit.model.patchify import grid_shape, patchify, unpatchify
 from vdit.parallel.sharding import axis_size, constrain
 
 # What a block's backward pass keeps from the forward (the rest is recomputed). "dots" keeps the
 # outputs of matmuls against weights (not attention's batched ones); "dots_all" also keeps those;
-# "offload_dots" keeps the same as "dots" in pinned host memory instead of device memory.
+# "dots_attention" keeps "dots" plus each attention's output (named ATTENTION_OUTPUT: a fused
+# kernel is a custom call, which no dot policy matches); "offload_dots" keeps the same as "dots"
+# in pinned host memory instead of device memory.
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "dots_all": jax.checkpoint_policies.dots_saveable,
+    "dots_attention": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT)),
     "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims(offload_src="device",
                                                                           offload_dst="pinned_host"),
 }
