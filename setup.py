@@ -16,7 +16,7 @@ setuptools.setup(
         "grain",
         "ml-collections",
         "clu",
-        "tensorflow-cpu",  # clu's TensorBoard writer imports tensorflow
+        "tensorflow-cpu",  # clu's TensorBoard writer for gs:// workdirs (vdit/training/writers.py), tfds
         "tensorboard",
         "tensorflow-datasets",
         "array-record",

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import periodic_actions
 
 from vdit.config import config_io, prepare
 from vdit.vae import latents
@@ -56,7 +55,7 @@ def write_samples(config, sampler, state, step, workdir, writer):
 
 
 def _make_periodic_eval(config, workdir, mesh):
-  """A clu periodic action running the eval config on the EMA weights every eval.every_steps."""
+  """A callback running the eval config on the EMA weights every eval.every_steps (True when it ran)."""
   e = config.eval
   if not e.every_steps:
     return None
@@ -71,16 +70,17 @@ def _make_periodic_eval(config, workdir, mesh):
   evaluator = Evaluator(config, eval_config, workdir=workdir, mesh=mesh,
                         out_dir=os.path.join(workdir, "eval", eval_config.name))
 
-  def run_eval(step, t, state, writer):
-    del t
+  def run_eval(step, state, writer):
+    if step % e.every_steps:
+      return False
     results = evaluator.run(state["ema"], step)
     scalars = {f"eval/{k}": v for k, v in results["metrics"].items() if v is not None}
     writer.write_scalars(step, scalars)
     logging.info("Step %d eval (%s): %s", step, eval_config.name,
                  ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+    return True
 
-  # Called as action(step, state=..., writer=...) every step; runs the callback on multiples of every_steps.
-  return periodic_actions.PeriodicCallback(every_steps=e.every_steps, callback_fn=run_eval)
+  return run_eval
 
 
 def build_train_step(config, mesh, tx, tokenizer):

@@ -1,16 +1,13 @@
-"""A clu MetricWriter that appends scalars to WORKDIR/metrics.jsonl (one object per write).
+"""A metric writer that appends scalars to WORKDIR/metrics.jsonl (one object per write).
 
 Plain JSON lines are what scripts and tests read; TensorBoard and the log get the same values
-through clu's default writer. A run resumed from checkpoint S first calls `keep_through(path, S)`:
+(vdit/training/writers.py). A run resumed from checkpoint S first calls `keep_through(path, S)`:
 the steps after S run again, so their old records go.
 """
 import json
 import os
 
-from clu import metric_writers
-
-
-class JsonlWriter(metric_writers.MetricWriter):
+class JsonlWriter:
 
   def __init__(self, path: str):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -25,25 +22,7 @@ class JsonlWriter(metric_writers.MetricWriter):
     with open(self._path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
   def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
     pass
 
   def flush(self):

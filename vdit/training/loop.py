@@ -24,17 +24,16 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 
 from vdit.config import config_io
 from vdit.core import checkpoint as ckpt_lib
 from vdit.core import finite, workdir_files
-from vdit.training import nonfinite, resume, workdir_lock
-from vdit.training.jsonl_writer import JsonlWriter, keep_through
+from vdit.training import nonfinite, resume, workdir_lock, writers
+from vdit.training.jsonl_writer import keep_through
 
 # What callbacks get: (step, state, writer). They run on every process (collectives, checkpoints);
 # the writer of processes other than 0 only logs.
-Callback = Callable[[int, dict, metric_writers.MetricWriter], None]
+Callback = Callable[[int, dict, Any], None]  # (step, state, writer: vdit/training/writers.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +85,8 @@ class PreemptionFlag:
 # ---- Checkpoints and writers ---------------------------------------------------------------------
 @contextlib.contextmanager
 def _writers(workdir: str):
-  """clu's default writer (TensorBoard and the log); process 0 also appends metrics.jsonl."""
-  lead = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
-  if lead:
-    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, workdir_files.METRICS_FILE))])
+  """The log; process 0 also writes TensorBoard events and appends metrics.jsonl."""
+  writer = writers.create(workdir, lead=jax.process_index() == 0)
   try:
     yield writer
   finally:
@@ -152,14 +148,14 @@ def train(config, workdir: str, hooks: Hooks) -> dict:
 
     preemption = PreemptionFlag()
     # The steps after start_step run (again) now: metrics.jsonl drops the records a killed run left of
-    # them. TensorBoard needs nothing: clu starts a new events file per run, and TensorBoard's default
+    # them. TensorBoard needs nothing: each run starts a new events file, and TensorBoard's default
     # loader (the data server of --load_fast=auto) lets a point at step s replace a series' points at
     # steps >= s read before it; only the Python loader (--load_fast=false) shows replayed steps twice
-    # (it purges only on SessionLog.START events, which clu's tf.summary writer never writes).
+    # (it purges only on SessionLog.START events, which neither writer writes).
     if jax.process_index() == 0:
       keep_through(os.path.join(workdir, workdir_files.METRICS_FILE), start_step)
     guard = nonfinite.Guard(tr, start_step)
-    report = periodic_actions.ReportProgress(num_train_steps=tr.num_steps, writer=writer, every_steps=tr.log_every)
+    report = writers.Progress(tr.num_steps, writer, every_steps=tr.log_every)
     pending, compiled_shapes = [], set()
     while step < tr.num_steps:
       batch = hooks.global_batch(next(hooks.batches))
