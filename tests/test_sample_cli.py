@@ -72,6 +72,7 @@ def test_sizes_the_model_cannot_make_are_refused_before_the_weights(untrained, t
     (["--num_frames=5", "--height=36"], "--num_frames=5 is not a multiple of 2 and --height=36 is not a multiple of 8"),
     (["--out={file}"], "is an existing file, not a directory; pass a new or existing directory"),
     (["--steps=0"], "--steps=0: 0 is not a positive integer"),
+    (["--cache=cfg", "--frame_cfg=2"], "--cache='cfg' reuses the text-guidance difference alone"),
 ])
 def test_bad_sizes_and_outputs_with_a_trained_workdir(workdir, tmp_path, args, message):
   (tmp_path / "file").write_text("keep me")
@@ -88,7 +89,7 @@ def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
   prompts.write_text("a red circle moving left\n\na blue square moving up\nrot ö\n", encoding="utf-8")
   out = tmp_path / "out"
   result = cli("vdit.sample", f"--workdir={workdir}", f"--prompts={prompts}", f"--out={out}", "--seed=7",
-               "--steps=2", "--cfg=2.5", "--negative_prompt=blurry", "--scale=2")
+               "--steps=2", "--cfg=2.5", "--negative_prompt=blurry", "--scale=2", "--cache=cfg")
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in (out / "index.jsonl").read_text(encoding="utf-8").splitlines()]
   assert [r["prompt"] for r in records] == ["a red circle moving left", "a blue square moving up", "rot ö"]
@@ -96,6 +97,8 @@ def test_sample_writes_videos_sheet_and_index(workdir, tmp_path):
   for r in records:
     assert {"prompt", "path", "seed", "steps", "cfg"} <= set(r)
     assert r["steps"] == 2 and r["cfg"] == 2.5 and r["negative_prompt"] == "blurry"
+    # Both passes on the first guided step, the conditional pass and the cached difference on the second.
+    assert (r["cache"], r["network_passes"]) == ("cfg", 3)
     assert not os.path.isabs(r["path"])
     frames = video_reader.read_video(str(out / r["path"]))
     assert frames.shape == (4, 32, 32, 3)  # 4 frames of 16x16 at scale 2

@@ -28,6 +28,9 @@ def define_flags():
   flags.DEFINE_float("cfg", None, "Classifier-free guidance scale (default: the config's sample.cfg).")
   flags.DEFINE_float("frame_cfg", None, "With conditioning frames (--image, --video, --connect, --loop, long "
                      "videos): a separate guidance scale for the frames; --cfg then guides the text alone.")
+  flags.DEFINE_enum("cache", None, ["none", "cfg", "block"], "Training-free caching (vdit/diffusion/caching.py): "
+                    "cfg reuses the guidance difference between full guided steps, block reuses the network's "
+                    "output while its input barely moves (default: the config's sample.cache).")
   flags.DEFINE_string("sampler", None, "ODE sampler, a name in vdit.diffusion.samplers.SAMPLERS (default: the "
                       "config's); dpmpp_2m is DPM-Solver++(2M).")
   flags.register_validator("sampler", _known_sampler)
@@ -232,6 +235,10 @@ def main(f):
   space = latents.from_config(config)  # a missing VAE file fails before any model work
   num_frames, height, width, window = _sizes(f, mode, config, space)  # checked before any weights are read
   guidance_interval = _guidance_interval(f, s)
+  from vdit.diffusion import caching
+  error = caching.mode_error(f.cache or s.cache, frame_cfg=f.frame_cfg)
+  if error:
+    raise UserError(f"--{error}")
   mesh = sharding.make_mesh({"data": -1})
   tokenizer = conditioner.for_sampling(config, mesh)
   check_prompts(prompts, tokenizer)
@@ -252,16 +259,19 @@ def main(f):
               **SampleOptions.from_section(s, steps=f.steps, cfg=f.cfg, sampler=f.sampler or None,
                                            shift=f.shift, negative_prompt=negative,
                                            guidance_interval=guidance_interval,
-                                           frame_cfg=f.frame_cfg).generate_kwargs())
+                                           frame_cfg=f.frame_cfg, cache=f.cache).generate_kwargs())
+
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh, space=space)
   seeds = [f.seed + i for i in range(len(prompts))]
-  videos = []
+  videos, passes = [], []
   for start in range(0, len(prompts), f.batch_size):
     chunk = slice(start, start + f.batch_size)
     progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + f.batch_size, len(prompts))}",
                                          disable=jax.process_index() > 0)
+    sampler.network_passes = 0
     videos.extend(sample_modes.run(mode, sampler, captions[chunk], seeds[chunk], opts, progress=progress,
                                    **{k: v for k, v in mode_inputs.items() if v is not None}))
+    passes += [sampler.network_passes] * (len(videos) - len(passes))
   if num_frames == 1:
     videos = [v[:1] for v in videos]
   if f.watermark:
@@ -269,7 +279,7 @@ def main(f):
     videos = [watermark.embed(v) for v in videos]
 
   if jax.process_index() == 0:
-    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions)
+    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions, passes=passes)
     write_outputs(f, prompts, seeds, videos, step=step, opts=opts)
 
 
@@ -297,6 +307,7 @@ def write_outputs(f, prompts, seeds, videos, *, step, opts):
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
                     "negative_prompt": opts["negative_prompt"],
                     "guidance_interval": list(opts["guidance_interval"]), "frame_cfg": opts["frame_cfg"],
+                    "cache": opts["cache"], "network_passes": opts["passes"][i],
                     "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
                     "workdir": os.path.abspath(workdir), "ema": f.ema,

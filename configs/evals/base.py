@@ -35,6 +35,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
                                      "batch_size": 16})
 
   # Sampling; 0 / -1 / "": the workdir config's sample settings.
-  c.sample = ml_collections.ConfigDict({"steps": 0, "cfg": -1.0, "sampler": "", "batch_size": 32})
+  # cache: "" = the model's sample.cache, else none | cfg | block (vdit/diffusion/caching.py).
+  c.sample = ml_collections.ConfigDict({"steps": 0, "cfg": -1.0, "sampler": "", "cache": "", "batch_size": 32})
   c.gallery = ml_collections.ConfigDict({"max_videos": 64, "fps": 8, "scale": 4})
   return c

@@ -17,6 +17,7 @@ from vdit.core.workdir_files import CONFIG_FILE
 from vdit.parallel import sharding
 from vdit.diffusion import conditioning
 from vdit.diffusion.flow import TIMESTEP_SAMPLERS
+from vdit.diffusion.caching import MODES as CACHE_MODES
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.attention import backend_error, shape_error
 from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
@@ -62,6 +63,8 @@ def validate(config, platform: str | None = None) -> None:
   _require(config.diffusion.timestep_sampling in TIMESTEP_SAMPLERS,
            f"config.diffusion.timestep_sampling={config.diffusion.timestep_sampling!r}; "
            f"choose one of {TIMESTEP_SAMPLERS}.")
+  _require(config.sample.cache in CACHE_MODES,
+           f"config.sample.cache={config.sample.cache!r}; choose one of {CACHE_MODES}.")
   _require(config.sample.sampler in SAMPLERS, f"config.sample.sampler={config.sample.sampler!r}; choose one of {SAMPLERS}.")
   try:
     conditioning.strategy_probabilities(config.train.conditioning)

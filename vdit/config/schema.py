@@ -171,6 +171,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sample.shift = 0.0  # 0: from the token count
   c.sample.negative_prompt = ""
   c.sample.guidance_interval = (0.0, 1.0)  # guidance only at times t in [low, high] (t=1 is noise)
+  # Training-free caching (vdit/diffusion/caching.py): none | cfg (guidance difference reused between
+  # full guided steps) | block (the network's output reused while its input barely moves).
+  c.sample.cache = "none"
   # Default size of generated videos; 0: the data's most common video bucket (at training length).
   c.sample.num_frames = 0
   c.sample.height = 0

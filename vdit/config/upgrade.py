@@ -2,13 +2,14 @@
 
 The only place with compatibility defaults: code below the config boundary reads every key as
 present. Version 1 (no `config_version` key: every workdir written before the redesign) gains the
-keys added since, at the values that reproduce how those runs behaved; version 2 is today's.
+keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
+(sampling caches); version 3 is today's.
 """
 import copy
 
 from vdit.core.errors import ConfigError
 
-VERSION = 2
+VERSION = 3
 
 # Keys added after version-1 workdirs existed, at the behaviour those workdirs had without them
 # (written out here, not read from the schema's defaults, which may change).
@@ -64,6 +65,18 @@ def _v1_to_v2(raw: dict, shipped_vocab_size: int) -> dict:
   return raw
 
 
+# Keys added after version-2 workdirs existed, at the behaviour those workdirs had without them.
+_V2_ABSENT_MEANS = {"sample.cache": "none"}
+
+
+def _v2_to_v3(raw: dict) -> dict:
+  for dotted, value in _V2_ABSENT_MEANS.items():
+    if _get(raw, dotted) is None:
+      _set(raw, dotted, value)
+  raw["config_version"] = 3
+  return raw
+
+
 def upgrade(raw: dict, source: str = "config.json") -> dict:
   """A config.json's dict, any version -> a copy at VERSION; a newer version is an error."""
   from vdit.text.tokenizer import Tokenizer
@@ -74,4 +87,6 @@ def upgrade(raw: dict, source: str = "config.json") -> dict:
                       "upgrade vdit (pip install -U) to use this workdir.")
   if version == 1:
     raw = _v1_to_v2(raw, Tokenizer.shipped_vocab_size())
+  if raw["config_version"] == 2:
+    raw = _v2_to_v3(raw)
   return raw

@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from vdit.parallel import sharding
-from vdit.diffusion import flow, samplers
+from vdit.diffusion import caching, flow, samplers
 
 
 def initial_noise(seeds, shape, mesh=None):
@@ -46,13 +46,18 @@ class VideoSampler:
     self.mesh = mesh
     self.rules = rules
     self._steps = {}
+    self.network_passes = 0  # per video, summed over generate calls (callers reset it)
 
-  def _update_fn(self, sampler: str, cfg: float, frame_cfg=None):
-    key = (sampler, float(cfg), frame_cfg)
+  def _update_fn(self, sampler: str, cfg: float, frame_cfg=None, variant: str = "plain"):
+    """The jitted step `(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise, aux) ->
+    (x, carry, aux)`. `variant` (vdit/diffusion/caching.py): "plain" (no aux), "computed" (aux out:
+    the velocity at the input x, for block caching), "cfg_full" (aux out: the guidance difference v(text) - v(negative)), "cfg_cached" (aux in: that
+    difference; only the conditional pass runs), "reuse" (aux in: a velocity; no network)."""
+    key = (sampler, float(cfg), frame_cfg, variant)
     if key not in self._steps:
       update = samplers.step_fn(sampler)
 
-      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise):
+      def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise, aux):
         model = nnx.merge(self.graphdef, params)
         with sharding.activation_rules(self.rules):
           def model_velocity(x, t, context):
@@ -64,15 +69,31 @@ class VideoSampler:
             fmask = jnp.tile(frame_mask, (x.shape[0] // frame_mask.shape[0], 1))
             t_frames = jnp.where(fmask, 0.0, t)
             return model.velocity(x, t_frames, emb, mask, fmask)
-          if frame_cfg is None:
+          last = {}
+          if variant == "reuse":
+            velocity_fn = lambda x, t: aux
+          elif variant == "cfg_cached":
+            velocity_fn = lambda x, t: model_velocity(x, t, cond) + (cfg - 1.0) * aux
+          elif variant == "cfg_full":
+            def velocity_fn(x, t):
+              v_cond, v_uncond = samplers.conditional_and_unconditional(model_velocity, x, t, cond, uncond)
+              last["aux"] = v_cond - v_uncond
+              return v_uncond + cfg * (v_cond - v_uncond)
+          elif frame_cfg is None:
             # At scale 1 guidance is the conditional velocity: skip the unconditional half.
             velocity_fn = lambda x, t: samplers.guided_velocity(model_velocity, x, t, cond,
                                                                 None if cfg == 1.0 else uncond, cfg)
           else:
             velocity_fn = lambda x, t: _frame_and_text_guidance(
                 model, x, t, cond, uncond, frames, frame_mask, noise, cfg, frame_cfg)
-          x, carry = update(velocity_fn, _impose(x, frames, frame_mask), t, t_next, carry)
-          return _impose(x, frames, frame_mask), carry
+
+          def recorded(x, t):
+            v = velocity_fn(x, t)
+            last.setdefault("velocity", v)  # the step's first velocity: the one at its input x
+            return v
+          x, carry = update(recorded, _impose(x, frames, frame_mask), t, t_next, carry)
+          aux = {"plain": None, "computed": last["velocity"], "cfg_full": last.get("aux")}.get(variant, aux)
+          return _impose(x, frames, frame_mask), carry, aux
 
       self._steps[key] = jax.jit(step, donate_argnums=(1, 2))
     return self._steps[key]
@@ -80,7 +101,7 @@ class VideoSampler:
   def generate(self, prompts, seeds, *, num_frames, height, width, channels, patch_size, steps, cfg,
                sampler="euler", shift=0.0, negative_prompt="", guidance_interval=(0.0, 1.0),
                frames=None, frame_mask=None, frame_cfg=None, init_video=None, strength=1.0,
-               progress=None):
+               cache="none", progress=None):
     """Returns float videos [N, T, H, W, C] in [-1, 1] (pixels) for prompts and seeds.
 
     Sizes, `frames` and `init_video` are pixels in [-1, 1]; with a latent `space` they are encoded
@@ -96,7 +117,13 @@ class VideoSampler:
     Guidance applies at steps whose time t lies in `guidance_interval` (t=1 is noise); the other
     steps run the conditional model alone (Kynkaanniemi et al. 2024: guidance helps most in the
     middle of the trajectory and costs diversity at high noise).
+
+    `cache` ("none", "cfg", "block": vdit/diffusion/caching.py) trades exactness for fewer network
+    passes; `self.network_passes` adds the passes each video of this call ran.
     """
+    error = caching.mode_error(cache, frame_cfg=frame_cfg)
+    if error:
+      raise ValueError(error)
     low, high = guidance_interval
     if not 0.0 <= low <= high <= 1.0:
       raise ValueError(f"guidance_interval {tuple(guidance_interval)} must satisfy 0 <= low <= "
@@ -130,17 +157,34 @@ class VideoSampler:
     noise = jnp.copy(x) if frame_cfg is not None else None  # frames-dropped branch: noised with it
     carry = samplers.initial_carry(sampler, x)
     pairs = list(zip(grid[:-1], grid[1:]))
-    for t, t_next in (progress(pairs) if progress else pairs):
+    state = caching.Cache(cache, len(pairs))
+    evaluations = samplers.velocity_evaluations(sampler, 1)
+    for index, (t, t_next) in enumerate(progress(pairs) if progress else pairs):
       guided = low <= t <= high
+      branches = (3 if frame_cfg is not None else 1 if cfg == 1.0 else 2) if guided else 1
+      variant, aux = ("computed" if cache == "block" else "plain"), None
+      if state.reuse(index, x):
+        variant, aux, branches = "reuse", state.velocity, 0
+      elif cache == "cfg" and guided and cfg != 1.0:
+        variant = "cfg_full" if state.cfg_full_step_due() else "cfg_cached"
+        aux = state.delta if variant == "cfg_cached" else None
+        branches = 2 if variant == "cfg_full" else 1
       step = self._update_fn(sampler, cfg if guided else 1.0,
-                             float(frame_cfg) if guided and frame_cfg is not None else None)
+                             float(frame_cfg) if guided and frame_cfg is not None else None, variant)
+      x_in = jnp.copy(x) if cache == "block" and variant != "reuse" else None  # x is donated to the step
       args = (self.params, x, carry, jnp.float32(t), jnp.float32(t_next), cond, uncond,
-              frames if frame_mask is not None else None, frame_mask, noise)
+              frames if frame_mask is not None else None, frame_mask, noise, aux)
       if self.mesh is None:
-        x, carry = step(*args)
+        x, carry, aux = step(*args)
       else:
         with jax.set_mesh(self.mesh):
-          x, carry = step(*args)
+          x, carry, aux = step(*args)
+      if variant == "cfg_full":
+        state.delta = aux
+      elif variant == "computed":
+        state.computed(x_in, aux)
+      state.passes += branches * evaluations
+    self.network_passes += state.passes
     return self.space.decode(x[:count]) if latent else x[:count]
 
   def _batch_multiple(self) -> int:

@@ -15,12 +15,13 @@ class SampleOptions:
   negative_prompt: str = ""
   guidance_interval: tuple = (0.0, 1.0)  # guidance only at times t in [low, high]
   frame_cfg: float | None = None  # separate guidance for conditioning frames (None: off)
+  cache: str = "none"  # none | cfg | block (vdit/diffusion/caching.py)
 
   @classmethod
   def from_section(cls, sample, **overrides) -> "SampleOptions":
     """The config's `sample` section, with `overrides` that are not None taking precedence."""
     values = dict(steps=sample.steps, cfg=sample.cfg, sampler=sample.sampler, shift=sample.shift,
-                  negative_prompt=sample.negative_prompt,
+                  negative_prompt=sample.negative_prompt, cache=sample.cache,
                   guidance_interval=tuple(float(v) for v in sample.guidance_interval))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)

@@ -158,10 +158,14 @@ def guided_velocity(model_velocity, x, t, cond, uncond, scale: float):
   """
   if uncond is None:
     return model_velocity(x, t, cond)
-  both = _concat(cond, uncond)
-  v = model_velocity(jnp.concatenate([x, x]), t, both)
-  v_cond, v_uncond = jnp.split(v, 2)
+  v_cond, v_uncond = conditional_and_unconditional(model_velocity, x, t, cond, uncond)
   return v_uncond + scale * (v_cond - v_uncond)
+
+
+def conditional_and_unconditional(model_velocity, x, t, cond, uncond):
+  """(v_cond, v_uncond) from one batched call of the network on both contexts."""
+  v = model_velocity(jnp.concatenate([x, x]), t, _concat(cond, uncond))
+  return tuple(jnp.split(v, 2))
 
 
 def _concat(a, b):

@@ -3,6 +3,7 @@ import importlib.util
 import os
 
 from vdit.core.errors import ConfigError
+from vdit.diffusion.caching import MODES as CACHE_MODES
 
 FEATURE_KINDS = ("toy", "i3d")
 ALIGNMENT_KINDS = ("toy", "")
@@ -80,5 +81,7 @@ def validate(c) -> None:
            f"val.timesteps={tuple(c.val.timesteps)} must be times in (0, 1].")
   _require(c.val.num_clips > 0 and c.val.batch_size > 0 and c.sample.batch_size > 0,
            "val.num_clips, val.batch_size and sample.batch_size must be > 0.")
+  _require(c.sample.cache in ("",) + CACHE_MODES,
+           f"sample.cache={c.sample.cache!r}; choose one of {('',) + CACHE_MODES} ('': the model's).")
   _require(c.gallery.max_videos >= 0 and c.gallery.scale >= 1 and c.gallery.fps > 0,
            "gallery.max_videos >= 0, gallery.scale >= 1 and gallery.fps > 0.")

@@ -110,13 +110,17 @@ class Evaluator:
     opts = dict(num_frames=self.shape[0], height=self.shape[1], width=self.shape[2],
                 channels=3 if self.space.is_latent else self.config.model.in_channels, patch_size=tuple(self.config.model.patch_size),
                 **SampleOptions.from_section(s, steps=e.steps or None, cfg=None if e.cfg < 0 else e.cfg,
-                                             sampler=e.sampler or None).generate_kwargs())
+                                             sampler=e.sampler or None, cache=e.cache or None).generate_kwargs())
     videos = []
+    self.sampler.network_passes = 0
     for start in range(0, len(self.prompts), e.batch_size):
       batch = slice(start, start + e.batch_size)
       x = self.sampler.generate(self.prompts[batch], self.seeds[batch], **opts)
       videos.append(pixels.to_uint8(sharding.to_host(x)))
     self.sample_options = {k: v for k, v in opts.items() if k not in ("channels", "patch_size")}
+    # Batches share every cache decision within themselves: passes per video, averaged over batches.
+    batches = -(-len(self.prompts) // e.batch_size)
+    self.sample_options["network_passes_per_video"] = self.sampler.network_passes / max(batches, 1)
     return np.concatenate(videos)
 
   def validation_loss(self, params) -> dict:
