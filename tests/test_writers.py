@@ -24,9 +24,12 @@ def test_tensorboard_events_hold_scalars_and_images(tmp_path):
   assert '"loss": 0.25' in (tmp_path / "metrics.jsonl").read_text()
 
 
-def test_training_imports_no_tensorflow():
+def test_training_imports_no_tensorflow(tmp_path):
   """clu's writer imports TensorFlow (~4 s of every run's start-up); a local run never needs it."""
-  code = "import sys, vdit.training.dit_trainer, vdit.training.vae_trainer; print('tensorflow' in sys.modules)"
+  code = ("import sys, vdit.training.dit_trainer, vdit.training.vae_trainer\n"
+          "from vdit.training import writers\n"
+          f"w = writers.create({str(tmp_path)!r}, lead=True); w.write_scalars(1, {{'loss': 1.0}}); w.close()\n"
+          "print('tensorflow' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
   assert result.stdout.strip() == "False", result.stderr[-2000:]

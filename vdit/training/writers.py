@@ -1,12 +1,13 @@
 """Where training metrics go: TensorBoard event files, the log, and WORKDIR/metrics.jsonl (process 0).
 
-TensorBoard events of a local workdir are written with the tensorboard package's own event-file
-writer, which needs no TensorFlow: clu's writer imports TensorFlow, ~4 s of every run's start-up.
+TensorBoard events of a local workdir are written with the tensorboard package's record framing and
+protos, which need no TensorFlow: clu's writer imports TensorFlow, ~4 s of every run's start-up.
 A remote workdir (gs://...) keeps clu's writer, whose TensorFlow file system reaches the bucket.
 Writers take clu's method names, so clu's writers and these mix.
 """
 import io
 import os
+import socket
 import time
 
 import numpy as np
@@ -33,16 +34,23 @@ class LoggingWriter:
 
 
 class TensorBoardWriter:
-  """Scalars and images as TensorBoard summaries in an events file under `logdir` (local paths)."""
+  """Scalars and images as TensorBoard summaries in a new events file under `logdir` (a local
+  path), framed by tensorboard's RecordWriter. (tensorboard's EventFileWriter would import
+  TensorFlow, when installed, for its file system.)"""
 
   def __init__(self, logdir: str):
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-    self._events = EventFileWriter(logdir)
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    os.makedirs(logdir, exist_ok=True)
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.vdit"
+    self._records = RecordWriter(open(os.path.join(logdir, name), "wb"))
+    self._records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    self._records.flush()
 
   def _write(self, step, values):
     from tensorboard.compat.proto import event_pb2, summary_pb2
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, **value) for tag, value in values])
-    self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    self._records.write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary).SerializeToString())
 
   def write_scalars(self, step, scalars):
     self._write(step, [(k, {"simple_value": float(v)}) for k, v in scalars.items()])
@@ -62,10 +70,11 @@ class TensorBoardWriter:
     self._write(step, values)
 
   def flush(self):
-    self._events.flush()
+    self._records.flush()
 
   def close(self):
-    self._events.close()
+    if not self._records.closed:
+      self._records.close()
 
 
 class MultiWriter:
