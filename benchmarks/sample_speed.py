@@ -80,7 +80,7 @@ def main():
       split = "held_out" if (colour, shape, direction) in held_out else "seen"
       verdicts[split].append(judge.judge_video(video, colour, direction, shape))
     rows.append({**setting, "cfg": opts["cfg"], "sampler": opts["sampler"],
-                 "network_passes_per_video": sampler.network_passes / len(batches),
+                 "network_passes_per_video": sampler.network_passes / len(captions),
                  "seconds_per_video": round(seconds / len(captions), 4),
                  **{split: {k: sum(v[f"{k}_ok"] for v in vs) / len(vs) for k in ("colour", "shape", "direction")}
                     for split, vs in verdicts.items()}})

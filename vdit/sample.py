@@ -239,6 +239,13 @@ def main(f):
   error = caching.mode_error(f.cache or s.cache, frame_cfg=f.frame_cfg)
   if error:
     raise UserError(f"--{error}")
+  if config.model.interval_conditioning:
+    extra = [flag for flag, value in (("--cfg", f.cfg not in (None, 1.0)), ("--frame_cfg", f.frame_cfg is not None),
+                                      ("--sampler", f.sampler not in (None, "", "euler")),
+                                      ("--cache=cfg", f.cache == "cfg")) if value]
+    if extra:
+      raise UserError(f"{f.workdir} is a few-step student with its teacher's guidance distilled in (scale "
+                      f"{config.distill.guidance:g}) and mean-flow steps; sample it without {', '.join(extra)}.")
   mesh = sharding.make_mesh({"data": -1})
   tokenizer = conditioner.for_sampling(config, mesh)
   check_prompts(prompts, tokenizer)
@@ -271,7 +278,8 @@ def main(f):
     sampler.network_passes = 0
     videos.extend(sample_modes.run(mode, sampler, captions[chunk], seeds[chunk], opts, progress=progress,
                                    **{k: v for k, v in mode_inputs.items() if v is not None}))
-    passes += [sampler.network_passes] * (len(videos) - len(passes))
+    # Per video: a chunk's videos share every step (and cache decision), so its average is each one's.
+    passes += [sampler.network_passes / (len(videos) - len(passes))] * (len(videos) - len(passes))
   if num_frames == 1:
     videos = [v[:1] for v in videos]
   if f.watermark:

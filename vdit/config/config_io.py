@@ -29,7 +29,8 @@ _RUNTIME_ONLY = {"model.remat", "model.dtype", "model.scan_layers", "model.atten
                  "text.caption_dropout", "text.max_length", "text.t5_path", "text.tokenizer_path"}
 # Settings added after checkpoints existed: left out of the signature at their old behaviour, so
 # those checkpoints still match.
-_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit", "text.encoder": "trainable"}
+_OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit", "text.encoder": "trainable",
+               "model.interval_conditioning": False}
 
 
 

@@ -85,6 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Architecture (vdit/model/dit.py VARIANTS): vdit | wan (Wan 2.1's DiT exactly: QK RMSNorm across
   # heads, SiLU timestep MLP; import weights with `python -m vdit.convert --from=wan2.1`).
   c.model.variant = "vdit"
+  # A few-step student (`python -m vdit.distill`): the DiT also sees each step's length and samples
+  # with the mean-flow update; set by vdit.distill, not by hand.
+  c.model.interval_conditioning = False
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
   # (matmul-with-weights outputs) | dots_all (all matmul outputs) | dots_attention (dots + attention
@@ -163,6 +166,11 @@ def default_config() -> ml_collections.ConfigDict:
   # file (configs/evals/NAME.py[:args]) and overrides of its keys ("reference_dir=DIR,kid.subset_size=8").
   # Metrics go to TensorBoard/metrics.jsonl as eval/NAME; pages to WORKDIR/eval/NAME.
   c.eval = ml_collections.ConfigDict({"every_steps": 0, "config": "", "overrides": ""})
+
+  # A few-step student (`python -m vdit.distill`, vdit/training/distill_step.py): the teacher workdir
+  # it was distilled from, the guidance scale folded into it (0: the teacher's sample.cfg), and the
+  # share of training clips that take a step to an earlier time (the rest match the velocity).
+  c.distill = ml_collections.ConfigDict({"teacher": "", "guidance": 0.0, "mean_fraction": 0.5})
 
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "euler"  # euler | heun | dpmpp_2m | unipc (second order at one call per step; unipc adds a corrector)

@@ -3,7 +3,7 @@
 The only place with compatibility defaults: code below the config boundary reads every key as
 present. Version 1 (no `config_version` key: every workdir written before the redesign) gains the
 keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
-(sampling caches); version 3 is today's.
+(sampling caches) and model.interval_conditioning (students); version 3 is today's.
 """
 import copy
 
@@ -66,7 +66,7 @@ def _v1_to_v2(raw: dict, shipped_vocab_size: int) -> dict:
 
 
 # Keys added after version-2 workdirs existed, at the behaviour those workdirs had without them.
-_V2_ABSENT_MEANS = {"sample.cache": "none"}
+_V2_ABSENT_MEANS = {"sample.cache": "none", "model.interval_conditioning": False, "distill.teacher": ""}
 
 
 def _v2_to_v3(raw: dict) -> dict:

@@ -46,7 +46,7 @@ class VideoSampler:
     self.mesh = mesh
     self.rules = rules
     self._steps = {}
-    self.network_passes = 0  # per video, summed over generate calls (callers reset it)
+    self.network_passes = 0  # summed over the videos of every generate call (callers reset it)
 
   def _update_fn(self, sampler: str, cfg: float, frame_cfg=None, variant: str = "plain"):
     """The jitted step `(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise, aux) ->
@@ -55,20 +55,26 @@ class VideoSampler:
     difference; only the conditional pass runs), "reuse" (aux in: a velocity; no network)."""
     key = (sampler, float(cfg), frame_cfg, variant)
     if key not in self._steps:
-      update = samplers.step_fn(sampler)
-
       def step(params, x, carry, t, t_next, cond, uncond, frames, frame_mask, noise, aux):
         model = nnx.merge(self.graphdef, params)
+        # A few-step student (model.interval_conditioning) takes mean-flow steps: its output is the
+        # average velocity over [t_next, t], so x_next = x + (t_next - t) u is Euler's form, exact.
+        student = model.dit.interval_embed is not None
+        update = samplers.euler_step if student else samplers.step_fn(sampler)
         with sharding.activation_rules(self.rules):
           def model_velocity(x, t, context):
             tokens, mask = context
             emb = model.encode_text(tokens, mask)
+            interval = jnp.full((x.shape[0],), t - t_next) if student else None
             if frame_mask is None:
-              return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask)
+              return model.velocity(x, jnp.full((x.shape[0],), t), emb, mask, interval=interval)
             # Conditioning frames (cond and uncond halves alike) are clean, at t=0.
             fmask = jnp.tile(frame_mask, (x.shape[0] // frame_mask.shape[0], 1))
             t_frames = jnp.where(fmask, 0.0, t)
-            return model.velocity(x, t_frames, emb, mask, fmask)
+            return model.velocity(x, t_frames, emb, mask, fmask, interval=interval)
+          if student and (cfg != 1.0 or frame_cfg is not None or variant.startswith("cfg")):
+            raise ValueError("A few-step student has its teacher's guidance distilled in: sample it with cfg=1, "
+                             "no frame_cfg and no cfg cache.")
           last = {}
           if variant == "reuse":
             velocity_fn = lambda x, t: aux
@@ -119,7 +125,7 @@ class VideoSampler:
     middle of the trajectory and costs diversity at high noise).
 
     `cache` ("none", "cfg", "block": vdit/diffusion/caching.py) trades exactness for fewer network
-    passes; `self.network_passes` adds the passes each video of this call ran.
+    passes; `self.network_passes` adds the passes this call ran, summed over its videos.
     """
     error = caching.mode_error(cache, frame_cfg=frame_cfg)
     if error:
@@ -184,7 +190,7 @@ class VideoSampler:
       elif variant == "computed":
         state.computed(x_in, aux)
       state.passes += branches * evaluations
-    self.network_passes += state.passes
+    self.network_passes += state.passes * count
     return self.space.decode(x[:count]) if latent else x[:count]
 
   def _batch_multiple(self) -> int:

@@ -118,9 +118,7 @@ class Evaluator:
       x = self.sampler.generate(self.prompts[batch], self.seeds[batch], **opts)
       videos.append(pixels.to_uint8(sharding.to_host(x)))
     self.sample_options = {k: v for k, v in opts.items() if k not in ("channels", "patch_size")}
-    # Batches share every cache decision within themselves: passes per video, averaged over batches.
-    batches = -(-len(self.prompts) // e.batch_size)
-    self.sample_options["network_passes_per_video"] = self.sampler.network_passes / max(batches, 1)
+    self.sample_options["network_passes_per_video"] = self.sampler.network_passes / max(len(self.prompts), 1)
     return np.concatenate(videos)
 
   def validation_loss(self, params) -> dict:

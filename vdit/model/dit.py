@@ -112,7 +112,7 @@ class DiT(nnx.Module):
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
                freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False, attention="xla",
                context_parallel="none", scan_layers=True, qk_norm="per_head", time_activation="gelu_tanh",
-               attend_text_padding=False, dtype=jnp.float32, param_dtype=jnp.float32):
+               attend_text_padding=False, interval_conditioning=False, dtype=jnp.float32, param_dtype=jnp.float32):
     error = remat_error(remat)
     if error:
       raise ValueError(error)
@@ -136,6 +136,10 @@ class DiT(nnx.Module):
     self.text_embed = MLP(text_dim, dim, out_dim=dim, length_axis="text_length", rngs=rngs, **kw)
     self.time_embed = MLP(freq_dim, dim, out_dim=dim, activation=time_activation, rngs=rngs, **kw)
     self.time_project = Dense(dim, (6, dim), in_axes=("embed",), out_axes=("modulation", "mlp"), rngs=rngs, **kw)
+    # A few-step student (vdit/training/distill_step.py) also sees the length h = t - r of the step
+    # it takes, added to the time embedding; zero-initialised, so a student starts as its teacher.
+    self.interval_embed = (MLP(freq_dim, dim, out_dim=dim, activation=time_activation, zero_init_out=True,
+                               rngs=rngs, **kw) if interval_conditioning else None)
 
     def make_block(key):
       # Text is projected to `dim` by text_embed before the blocks see it.
@@ -149,9 +153,10 @@ class DiT(nnx.Module):
     self.head_modulation = nnx.Param(jnp.zeros((2, dim), param_dtype), logical_axes=("modulation", "embed"))
     self.head = Dense(dim, patch_dim, in_axes=("embed",), out_axes=("patch",), zero_init=True, rngs=rngs, **kw)
 
-  def __call__(self, x, t, context, context_mask, frame_mask=None):
+  def __call__(self, x, t, context, context_mask, frame_mask=None, interval=None):
     """x [B,T,H,W,C], t [B] or per frame [B,T] in [0,1], context [B,L,text_dim], context_mask bool
-    [B,L], frame_mask bool [B,T] (conditioning frames; used with frame_conditioning) -> velocity."""
+    [B,L], frame_mask bool [B,T] (conditioning frames; used with frame_conditioning), interval [B]
+    (students: the step length h = t - r; 0, the default, is the instantaneous velocity) -> velocity."""
     grid = grid_shape(x.shape, self.patch_size)
     b, num_frames = x.shape[:2]
     if self.frame_conditioning:
@@ -167,6 +172,9 @@ class DiT(nnx.Module):
     # One time per video ([B, 1]) or per temporal patch ([B, nt]: the noisiest frame of the patch).
     t = t[:, None] if t.ndim == 1 else t.reshape(b, grid[0], -1).max(axis=-1)
     time_emb = self.time_embed(timestep_embedding(t.reshape(-1), self.freq_dim)).reshape(b, t.shape[1], -1)
+    if self.interval_embed is not None:
+      interval = jnp.zeros((b,), jnp.float32) if interval is None else interval
+      time_emb = time_emb + self.interval_embed(timestep_embedding(interval, self.freq_dim))[:, None]
     time_mod = self.time_project(jax.nn.silu(time_emb))  # [B, F, 6, D]
     angles = rope.video_angles(grid, self.head_dim, self.rope_theta)
     # Loop invariants of the scan below get explicit shardings: left to propagation, XLA picked

@@ -48,9 +48,10 @@ class Generator(nnx.Module):
       return tokens.astype(jnp.float32) * mask[..., None].astype(jnp.float32)
     return self.text_encoder(tokens, mask)
 
-  def velocity(self, x, t, context, context_mask, frame_mask=None):
-    """t: [B], or per frame [B, T] (conditioning frames at 0, marked in frame_mask [B, T])."""
-    out = self.dit(x, t, context, context_mask, frame_mask)
+  def velocity(self, x, t, context, context_mask, frame_mask=None, interval=None):
+    """t: [B], or per frame [B, T] (conditioning frames at 0, marked in frame_mask [B, T]); interval
+    [B]: a student's step length (its average velocity over [t - interval, t]; see DiT)."""
+    out = self.dit(x, t, context, context_mask, frame_mask, interval)
     if self.prediction == "velocity":
       return out
     # Clipping t bounds the 1/t gain near clean data, where the velocity matters least.
@@ -72,7 +73,8 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
             remat=m.remat, frame_conditioning=m.frame_conditioning,
             attention=m.attention, context_parallel=m.context_parallel,
-            scan_layers=m.scan_layers, **VARIANTS[m.variant], rngs=rngs, dtype=dtype,
+            scan_layers=m.scan_layers, interval_conditioning=m.interval_conditioning, **VARIANTS[m.variant],
+            rngs=rngs, dtype=dtype,
             param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)
 

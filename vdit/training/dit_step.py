@@ -96,17 +96,23 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
       frame_mask = cond_lib.sample_masks(frame_key, b, x0.shape[1], conditioning, conditioning_max_frames)
       count = jnp.sum(~frame_mask).astype(jnp.float32) * math.prod(x0.shape[2:])
     loss, grads = loss_and_grads(state["params"], (x0, tokens, mask, t, noise, frame_mask), count)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
-    new_state = {"params": params, "ema": ema, "opt_state": opt_state}
-    if skip_nonfinite:
-      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                               {k: state[k] for k in new_state})
-    new_state["step"] = state["step"] + 1
-    finite &= finite_lib.all_finite(new_state["params"])
-    return new_state, {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32)}
+    return apply_gradients(state, loss, grads, tx, ema_decay=ema_decay, skip_nonfinite=skip_nonfinite)
 
   return train_step
+
+
+def apply_gradients(state, loss, grads, tx, *, ema_decay: float, skip_nonfinite: bool):
+  """The update every generator step shares: optimizer, EMA, step count, and the non-finite guard
+  (see make_train_step). Returns (state, metrics)."""
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
+  new_state = {"params": params, "ema": ema, "opt_state": opt_state}
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                             {k: state[k] for k in new_state})
+  new_state["step"] = state["step"] + 1
+  finite &= finite_lib.all_finite(new_state["params"])
+  return new_state, {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32)}

@@ -1,10 +1,13 @@
-"""The DiT trainer: `train_and_evaluate(config, workdir)`, read top to bottom in sections.
+"""The DiT trainer: `train_and_evaluate(config, workdir, teacher=None)`, read top to bottom in sections.
 
 setup -> mesh -> input -> state -> evals and samples -> compiled step -> vdit.training.loop (which
 checkpoints, resumes, logs and handles preemption). Re-running with the same workdir resumes
-exactly from the latest checkpoint, data iterator included.
+exactly from the latest checkpoint, data iterator included. With a `Teacher`, the same trainer
+distils a few-step student from it (vdit/training/distill_step.py; `python -m vdit.distill`).
 """
+import dataclasses
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +28,26 @@ from vdit.media import pixels
 from vdit.text import conditioner
 from vdit.training import loop, nonfinite
 from vdit.training.dit_step import make_train_step
+from vdit.training.distill_step import make_distill_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A frozen teacher for distillation: its workdir, its config (an Experiment, as for sampling),
+  and the guidance scale folded into the student. Its latest EMA weights are read onto the
+  student's mesh."""
+  workdir: str
+  config: Any
+  guidance: float
+
+  def load(self, mesh):
+    """(graphdef, EMA parameters sharded on `mesh`)."""
+    from vdit.config import pretrained
+    with pretrained.Checkpoints(self.workdir, self.config, mesh) as checkpoints:
+      step, = checkpoints.select(None)
+      params = checkpoints.restore(step)
+    logging.info("Teacher %s: step %d, guidance %g distilled into the student.", self.workdir, step, self.guidance)
+    return factory.abstract_model(self.config)[0], params
 
 
 def _global_batch(local_batch, mesh):
@@ -83,23 +106,38 @@ def _make_periodic_eval(config, workdir, mesh):
   return run_eval
 
 
-def build_train_step(config, mesh, tx, tokenizer):
+def build_train_step(config, mesh, tx, tokenizer, teacher_graphdef=None, guidance: float = 0.0):
   """The jitted step: state donated, state shardings pinned, activation rules applied while tracing.
+  With a teacher graph: the distillation step, step(state, teacher_params, batch, key).
 
   jit compiles once per batch shape (bucket) and caches it."""
   graphdef, _ = factory.abstract_model(config)
   empty_tokens, empty_mask = tokenizer.encode_batch([""])
   d = config.diffusion
+  conditioning_probabilities = (conditioning.strategy_probabilities(config.train.conditioning)
+                                if config.model.frame_conditioning else None)
+  shardings = train_state.state_shardings(config, mesh, tx)
+  if teacher_graphdef is not None:
+    distill = make_distill_step(
+        graphdef, teacher_graphdef, tx, guidance=guidance, empty_tokens=jnp.asarray(empty_tokens[0]),
+        empty_mask=jnp.asarray(empty_mask[0]), timestep_sampling=d.timestep_sampling, logit_mean=d.logit_mean,
+        logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
+        ema_decay=config.optim.ema_decay, mean_fraction=config.distill.mean_fraction,
+        conditioning=conditioning_probabilities, conditioning_max_frames=config.train.conditioning_max_frames,
+        skip_nonfinite=nonfinite.skips(config.train))
+
+    def traced_distill_step(state, teacher_params, batch, key):
+      with sharding.activation_rules(sharding.DEFAULT_RULES):
+        return distill(state, teacher_params, batch, key)
+
+    return jax.jit(traced_distill_step, out_shardings=(shardings, None), donate_argnums=0)
   step_fn = make_train_step(
       graphdef, tx, empty_tokens=jnp.asarray(empty_tokens[0]), empty_mask=jnp.asarray(empty_mask[0]),
       caption_dropout=config.text.caption_dropout, timestep_sampling=d.timestep_sampling,
       logit_mean=d.logit_mean, logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
       ema_decay=config.optim.ema_decay,
-      conditioning=(conditioning.strategy_probabilities(config.train.conditioning)
-                    if config.model.frame_conditioning else None),
-      conditioning_max_frames=config.train.conditioning_max_frames,
+      conditioning=conditioning_probabilities, conditioning_max_frames=config.train.conditioning_max_frames,
       grad_accum_steps=config.train.grad_accum_steps, skip_nonfinite=nonfinite.skips(config.train))
-  shardings = train_state.state_shardings(config, mesh, tx)
 
   def traced_step(state, batch, key):
     with sharding.activation_rules(sharding.DEFAULT_RULES):
@@ -108,8 +146,28 @@ def build_train_step(config, mesh, tx, tokenizer):
   return jax.jit(traced_step, out_shardings=(shardings, None), donate_argnums=0)
 
 
-def train_and_evaluate(config, workdir: str):
-  """Trains (or resumes) the DiT in `workdir`; returns the final train state."""
+def _student_state(config, mesh, tx, teacher_params, key):
+  """A student's first state: the teacher's parameters, plus the student's own (the interval
+  embedding, zero-initialised at its output) from a fresh initialisation."""
+  shardings = train_state.state_shardings(config, mesh, tx)
+
+  def init(key, teacher_params):
+    params = _overlay(train_state.initial_state(config, tx, key)["params"], teacher_params)
+    return {"params": params, "ema": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  with jax.set_mesh(mesh):
+    return jax.jit(init, out_shardings=shardings)(key, teacher_params)
+
+
+def _overlay(tree: dict, values: dict) -> dict:
+  """`tree` with every leaf that `values` also holds (same path) taken from `values`."""
+  return {k: (_overlay(v, values[k]) if isinstance(v, dict) else values[k]) if k in values else v
+          for k, v in tree.items()}
+
+
+def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None):
+  """Trains (or resumes) the DiT in `workdir` (a student of `teacher`, if given); returns the final
+  train state."""
   # ---- Setup (every check of the input before the loop writes anything) --------------------------
   config = prepare.for_training(config)  # the boundary: checked, completed from the data, frozen
   workdir = os.path.abspath(workdir)
@@ -162,17 +220,24 @@ def train_and_evaluate(config, workdir: str):
   schedule = train_state.learning_rate_schedule(config.optim, tr.num_steps)
 
   # ---- Compiled step -----------------------------------------------------------------------------
-  jit_step = build_train_step(config, mesh, tx, tokenizer)
+  teacher_graphdef, teacher_params = teacher.load(mesh) if teacher else (None, None)
+  jit_step = build_train_step(config, mesh, tx, tokenizer, teacher_graphdef, teacher.guidance if teacher else 0.0)
+  teacher_args = (teacher_params,) if teacher else ()
 
   def train_step(state, batch, key):
     throughput.step(batch["video"].shape)
     with jax.set_mesh(mesh):
-      return jit_step(state, batch, key)
+      return jit_step(state, *teacher_args, batch, key)
+
+  def init_state(key):
+    if teacher:
+      return _student_state(config, mesh, tx, teacher_params, key)
+    return train_state.create_state(config, mesh, tx, key)
 
   # ---- Loop --------------------------------------------------------------------------------------
   return loop.train(config, workdir, loop.Hooks(
       train_step=train_step,
-      init_state=lambda key: train_state.create_state(config, mesh, tx, key),
+      init_state=init_state,
       abstract_state=lambda: train_state.abstract_state(config, mesh, tx),
       batches=data_iter, global_batch=lambda batch: _global_batch(batch, mesh),
       meta={"model_signature": config_io.model_signature(config)}, mismatch="model config",

@@ -1,0 +1,122 @@
+"""Few-step distillation (vdit.distill): a mean-flow student of a tiny trained teacher starts as the
+teacher, gets closer to the teacher's guided many-step samples at one step, samples every mode
+with the ordinary command, and bad input is one error line with nothing written."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import cli, make_toy_data
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow  # trains a teacher, then a student
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+  root = tmp_path_factory.mktemp("distill")
+  data = make_toy_data(root / "data")
+  workdir = root / "teacher"
+  result = cli("vdit.main", f"--config=tests/tiny.py:{data}", f"--workdir={workdir}", "--config.train.num_steps=60",
+               "--config.train.checkpoint_every=60", "--config.optim.peak_lr=2e-3", "--config.model.frame_conditioning=True")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root, workdir
+
+
+def _sampler(workdir):
+  from vdit.config import pretrained
+  from vdit.diffusion.generation import VideoSampler
+  from vdit.model import factory
+  from vdit.parallel import sharding
+  from vdit.text import conditioner
+  config = pretrained.load_config(str(workdir))
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  with pretrained.Checkpoints(str(workdir), config, mesh) as checkpoints:
+    params = checkpoints.restore(checkpoints.select(None)[0])
+  return VideoSampler(factory.abstract_model(config)[0], params, conditioner.for_sampling(config, mesh), mesh=mesh), config
+
+
+_PROMPTS = ["a red circle moving left", "a blue square moving up", "a green triangle moving right",
+            "a yellow circle moving down"]
+_SIZE = dict(num_frames=4, height=16, width=16, channels=3, patch_size=(2, 8, 8))
+
+
+def _distance_to_teacher(student_workdir, reference):
+  sampler, _ = _sampler(student_workdir)
+  videos = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=1, cfg=1.0))
+  return float(np.sqrt(np.mean(np.square(videos - reference))))
+
+
+def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teacher, tmp_path):
+  root, teacher_workdir = teacher
+  sampler, config = _sampler(teacher_workdir)
+  reference = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=20, cfg=config.sample.cfg))
+
+  untrained = tmp_path / "untrained"
+  args = [f"--teacher={teacher_workdir}", "--config=configs/distill_toy.py", "--config.log_every=10",
+          "--config.warmup_steps=5", "--config.peak_lr=1e-3"]
+  result = cli("vdit.distill", *args, f"--workdir={untrained}", "--config.num_steps=1",
+               "--config.checkpoint_every=1", "--config.peak_lr=1e-12")
+  assert result.returncode == 0, result.stderr[-3000:]
+  recorded = json.loads((untrained / "config.json").read_text())
+  assert recorded["model"]["interval_conditioning"] and recorded["distill"]["teacher"] == str(teacher_workdir)
+  assert recorded["sample"]["cfg"] == 1.0 and recorded["distill"]["guidance"] == config.sample.cfg
+  before = _distance_to_teacher(untrained, reference)
+
+  student = tmp_path / "student"
+  result = cli("vdit.distill", *args, f"--workdir={student}", "--config.num_steps=150",
+               "--config.checkpoint_every=150")
+  assert result.returncode == 0, result.stderr[-3000:]
+  after = _distance_to_teacher(student, reference)
+  assert after < 0.8 * before, (before, after)
+
+  # The ordinary sampling command takes the student's mean-flow steps, one pass each, in any mode.
+  from vdit.media import video_io
+  video_io.write_png(str(tmp_path / "first.png"), np.full((16, 16, 3), 128, np.uint8))
+  # Loop: a video, then one that starts and ends on its first frame (two generations of 2 steps).
+  for mode_args, passes in (([], 2), ([f"--image={tmp_path / 'first.png'}"], 2), (["--loop"], 4)):
+    out = tmp_path / f"out{len(os.listdir(tmp_path))}"
+    result = cli("vdit.sample", f"--workdir={student}", "--prompt=a red circle moving left", "--prompt=a blue square",
+                 f"--out={out}", "--steps=2", *mode_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [(r["network_passes"], r["cfg"]) for r in records] == [(passes, 1.0)] * 2, mode_args
+  refused = cli("vdit.sample", f"--workdir={student}", "--prompt=a red circle", f"--out={tmp_path / 'x'}", "--cfg=4")
+  assert refused.returncode == 2 and "guidance distilled in" in refused.stderr.splitlines()[-1]
+  assert not (tmp_path / "x").exists()
+
+
+def test_student_starts_as_its_teacher(teacher):
+  """The step-length embedding is zero at its output: before training, u(x, t, h) = v(x, t) for any h."""
+  from vdit.config import config_io, distill, experiment
+  from vdit.model import factory
+  from flax import nnx
+  _, teacher_workdir = teacher
+  sampler, config = _sampler(teacher_workdir)
+  student_config = experiment.freeze(distill.student_config(config_io.load(str(teacher_workdir)), str(teacher_workdir),
+                                                            distill.default_settings()))
+  params = factory.init_params(student_config, jax.random.key(3))
+  params["text_encoder"], dit = sampler.params["text_encoder"], dict(params["dit"])
+  params["dit"] = {**sampler.params["dit"], "interval_embed": dit["interval_embed"]}
+  student = nnx.merge(factory.abstract_model(student_config)[0], params)
+  teacher_model = nnx.merge(sampler.graphdef, sampler.params)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+  tokens, mask = sampler.tokenizer.encode_batch(_PROMPTS[:2])
+  t = np.array([0.9, 0.4], np.float32)
+  expected = teacher_model.velocity(x, t, teacher_model.encode_text(tokens, mask), mask)
+  got = student.velocity(x, t, student.encode_text(tokens, mask), mask, interval=np.array([0.5, 0.3], np.float32))
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_bad_teachers_are_one_error_line_and_write_nothing(teacher, tmp_path):
+  root, teacher_workdir = teacher
+  for args, message in (([f"--teacher={root / 'data'}"], "No config.json in workdir"),
+                        ([f"--teacher={tmp_path / 'missing'}"], "does not exist"),
+                        ([f"--teacher={teacher_workdir}", f"--workdir={teacher_workdir}"], "is the teacher's workdir")):
+    result = cli("vdit.distill", f"--workdir={tmp_path / 'student'}", *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    assert not (tmp_path / "student").exists()
