@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from tests.helpers import cli, make_toy_data
-from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow  # trains a teacher, then a student
 

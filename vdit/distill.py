@@ -11,7 +11,6 @@ resumable like training (rerun the same command). The student workdir records th
 `vdit.sample` and evaluations take mean-flow steps without guidance: one network pass per step.
 Without --config the settings of vdit/config/distill.py (the toy teacher's) apply.
 """
-from absl import flags
 from ml_collections import config_flags
 
 from vdit.core import command
