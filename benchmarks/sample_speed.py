@@ -2,11 +2,11 @@
 on this machine, and the toy judge's colour/shape/direction on held-out and seen prompts, per setting.
 
   python benchmarks/sample_speed.py --workdir=runs/toy --data=runs/toy_data \
-      [--out=benchmarks/results/sample_speed_cpu.json] [--repeats=4]
+      [--student=runs/toy_student] [--out=benchmarks/results/sample_speed_cpu.json] [--repeats=4]
 
-Settings: the teacher at its config's steps (20 for configs/toy.py) with CFG, at 50 steps, and
-each cache mode (vdit/diffusion/caching.py) at the config's steps. Few-step students (issue 17's
-`vdit.distill`) are not built yet: their rows say so. Every setting samples the same prompts
+Settings: the teacher at its config's steps (20 for configs/toy.py) with CFG, at 50 steps, each
+cache mode (vdit/diffusion/caching.py) at the config's steps, and a `vdit.distill` student at 1, 2
+and 4 steps (guidance distilled in: one pass per step). Every setting samples the same prompts
 (configs' held-out combinations plus seen ones, data_prep.toy_prompts) with the same seeds; the
 seconds exclude compilation (one warm-up batch per setting).
 """
@@ -21,17 +21,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _settings(steps: int) -> list:
-  return [dict(name=f"teacher_{steps}_steps", steps=steps, cache="none"),
-          dict(name="teacher_50_steps", steps=50, cache="none"),
-          dict(name=f"cache_cfg_{steps}_steps", steps=steps, cache="cfg"),
-          dict(name=f"cache_block_{steps}_steps", steps=steps, cache="block")]
+def _settings(steps: int, student: bool) -> list:
+  teacher = [dict(name=f"teacher_{steps}_steps", steps=steps, cache="none"),
+             dict(name="teacher_50_steps", steps=50, cache="none"),
+             dict(name=f"cache_cfg_{steps}_steps", steps=steps, cache="cfg"),
+             dict(name=f"cache_block_{steps}_steps", steps=steps, cache="block")]
+  students = [dict(name=f"student_{n}_steps", steps=n, cache="none", student=True) for n in (1, 2, 4)]
+  return teacher + (students if student else [])
+
+
+def _load(workdir, mesh):
+  from vdit.config import pretrained
+  from vdit.diffusion.generation import VideoSampler
+  from vdit.model import factory
+  from vdit.text import conditioner
+  from vdit.vae import latents
+  config = pretrained.load_config(workdir)
+  with pretrained.Checkpoints(workdir, config, mesh) as checkpoints:
+    step, = checkpoints.select(None)
+    params = checkpoints.restore(step)
+  return config, step, VideoSampler(factory.abstract_model(config)[0], params, conditioner.for_sampling(config, mesh),
+                                    mesh=mesh, space=latents.from_config(config))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="A trained toy workdir (README Quickstart: runs/toy).")
   parser.add_argument("--data", required=True, help="Its toy dataset (held_out.json names the held-out combinations).")
+  parser.add_argument("--student", default="", help="A vdit.distill student of --workdir (rows at 1, 2, 4 steps).")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "sample_speed_cpu.json"))
   parser.add_argument("--repeats", type=int, default=4, help="Videos per prompt (each its own seed).")
   parser.add_argument("--batch_size", type=int, default=16)
@@ -39,34 +56,28 @@ def main():
 
   import jax
   import numpy as np
-  from vdit.config import pretrained
-  from vdit.diffusion.generation import VideoSampler
   from vdit.diffusion.options import SampleOptions
   from vdit.media import pixels
-  from vdit.model import factory
   from vdit.parallel import sharding
-  from vdit.text import conditioner
   from vdit.toy import judge, prompts as toy_prompts, spec as toy_spec
-  from vdit.vae import latents
 
-  config = pretrained.load_config(args.workdir)
   mesh = sharding.make_mesh({"data": -1})
-  with pretrained.Checkpoints(args.workdir, config, mesh) as checkpoints:
-    step, = checkpoints.select(None)
-    params = checkpoints.restore(step)
-  space = latents.from_config(config)
-  sampler = VideoSampler(factory.abstract_model(config)[0], params, conditioner.for_sampling(config, mesh), mesh=mesh,
-                         space=space)
+  models = {False: _load(args.workdir, mesh)}
+  if args.student:
+    models[True] = _load(args.student, mesh)
+  config, step, _ = models[False]
   captions = toy_prompts.eval_prompts(args.data, repeats=args.repeats)
   with open(os.path.join(args.data, "held_out.json")) as f:
     held_out = {tuple(c) for c in json.load(f)["combinations"]}
   seeds = list(range(len(captions)))
   s = config.sample
   rows = []
-  for setting in _settings(s.steps):
+  for setting in _settings(s.steps, bool(args.student)):
+    model_config, model_step, sampler = models[setting.get("student", False)]
     opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=config.model.in_channels,
                 patch_size=config.model.patch_size,
-                **SampleOptions.from_section(s, steps=setting["steps"], cache=setting["cache"]).generate_kwargs())
+                **SampleOptions.from_section(model_config.sample, steps=setting["steps"],
+                                             cache=setting["cache"]).generate_kwargs())
     batches = [slice(i, i + args.batch_size) for i in range(0, len(captions), args.batch_size)]
     sampler.generate(captions[batches[0]], seeds[batches[0]], **opts)  # compiles
     sampler.network_passes, videos = 0, []
@@ -79,16 +90,14 @@ def main():
       colour, shape, direction = toy_spec.parse_caption(caption)
       split = "held_out" if (colour, shape, direction) in held_out else "seen"
       verdicts[split].append(judge.judge_video(video, colour, direction, shape))
-    rows.append({**setting, "cfg": opts["cfg"], "sampler": opts["sampler"],
+    rows.append({**setting, "checkpoint_step": int(model_step), "cfg": opts["cfg"], "sampler": opts["sampler"],
                  "network_passes_per_video": sampler.network_passes / len(captions),
                  "seconds_per_video": round(seconds / len(captions), 4),
                  **{split: {k: sum(v[f"{k}_ok"] for v in vs) / len(vs) for k in ("colour", "shape", "direction")}
                     for split, vs in verdicts.items()}})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-  rows += [{"name": f"student_{n}_steps", "status": "not built: vdit.distill (issue 17) does not exist yet"}
-           for n in (1, 2, 4)]
   result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()][:1], "workdir_step": int(step), "videos_per_setting": len(captions),
+            "devices": [str(d) for d in jax.devices()][:1], "teacher": args.workdir, "student": args.student, "teacher_step": int(step), "videos_per_setting": len(captions),
             "date": time.strftime("%Y-%m-%d"), "rows": rows}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:

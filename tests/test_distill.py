@@ -2,7 +2,6 @@
 teacher, gets closer to the teacher's guided many-step samples at one step, samples every mode
 with the ordinary command, and bad input is one error line with nothing written."""
 import json
-import os
 
 import jax
 import numpy as np
@@ -52,39 +51,44 @@ def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teac
   root, teacher_workdir = teacher
   sampler, config = _sampler(teacher_workdir)
   reference = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=20, cfg=config.sample.cfg))
-
-  untrained = tmp_path / "untrained"
-  args = [f"--teacher={teacher_workdir}", "--config=configs/distill_toy.py", "--config.log_every=10",
-          "--config.warmup_steps=5", "--config.peak_lr=1e-3"]
-  result = cli("vdit.distill", *args, f"--workdir={untrained}", "--config.num_steps=1",
-               "--config.checkpoint_every=1", "--config.peak_lr=1e-12")
-  assert result.returncode == 0, result.stderr[-3000:]
-  recorded = json.loads((untrained / "config.json").read_text())
-  assert recorded["model"]["interval_conditioning"] and recorded["distill"]["teacher"] == str(teacher_workdir)
-  assert recorded["sample"]["cfg"] == 1.0 and recorded["distill"]["guidance"] == config.sample.cfg
-  before = _distance_to_teacher(untrained, reference)
+  # Before distillation a student is its teacher (test below), so at one step it is one Euler step
+  # of the teacher without guidance.
+  one_step = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=1, cfg=1.0))
+  before = float(np.sqrt(np.mean(np.square(one_step - reference))))
 
   student = tmp_path / "student"
-  result = cli("vdit.distill", *args, f"--workdir={student}", "--config.num_steps=150",
-               "--config.checkpoint_every=150")
+  result = cli("vdit.distill", f"--teacher={teacher_workdir}", "--config=configs/distill_toy.py", f"--workdir={student}",
+               "--config.num_steps=150", "--config.checkpoint_every=150", "--config.log_every=10",
+               "--config.warmup_steps=5", "--config.peak_lr=1e-3")
   assert result.returncode == 0, result.stderr[-3000:]
+  recorded = json.loads((student / "config.json").read_text())
+  assert recorded["model"]["interval_conditioning"] and recorded["distill"]["teacher"] == str(teacher_workdir)
+  assert recorded["sample"]["cfg"] == 1.0 and recorded["distill"]["guidance"] == config.sample.cfg
   after = _distance_to_teacher(student, reference)
   assert after < 0.8 * before, (before, after)
 
-  # The ordinary sampling command takes the student's mean-flow steps, one pass each, in any mode.
-  from vdit.media import video_io
-  video_io.write_png(str(tmp_path / "first.png"), np.full((16, 16, 3), 128, np.uint8))
-  # Loop: a video, then one that starts and ends on its first frame (two generations of 2 steps).
-  for mode_args, passes in (([], 2), ([f"--image={tmp_path / 'first.png'}"], 2), (["--loop"], 4)):
-    out = tmp_path / f"out{len(os.listdir(tmp_path))}"
-    result = cli("vdit.sample", f"--workdir={student}", "--prompt=a red circle moving left", "--prompt=a blue square",
-                 f"--out={out}", "--steps=2", *mode_args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
-    assert [(r["network_passes"], r["cfg"]) for r in records] == [(passes, 1.0)] * 2, mode_args
+  # The ordinary sampling command takes the student's mean-flow steps, one pass each.
+  out = tmp_path / "out"
+  result = cli("vdit.sample", f"--workdir={student}", "--prompt=a red circle moving left", "--prompt=a blue square",
+               f"--out={out}", "--steps=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+  assert [(r["network_passes"], r["cfg"]) for r in records] == [(2, 1.0)] * 2
   refused = cli("vdit.sample", f"--workdir={student}", "--prompt=a red circle", f"--out={tmp_path / 'x'}", "--cfg=4")
   assert refused.returncode == 2 and "guidance distilled in" in refused.stderr.splitlines()[-1]
   assert not (tmp_path / "x").exists()
+  # Every mode: conditioning frames held, one pass per step (loop: a video, then its closed loop).
+  from vdit.diffusion import modes
+  student_sampler, student_config = _sampler(student)
+  opts = dict(_SIZE, steps=2, cfg=1.0)
+  image = np.full((16, 16, 3), 128, np.uint8)
+  from vdit.media import video_io
+  video_io.write_png(str(tmp_path / "first.png"), image)
+  for mode, inputs, passes in (("image", {"image": str(tmp_path / "first.png")}, 2), ("loop", {}, 4)):
+    student_sampler.network_passes = 0
+    videos = modes.run(mode, student_sampler, _PROMPTS[:2], [0, 1], opts, **inputs)
+    assert student_sampler.network_passes == passes * 2 and len(videos) == 2
+    assert np.array_equal(videos[0][0], image) if mode == "image" else np.array_equal(videos[0][-1], videos[0][0])
 
 
 def test_student_starts_as_its_teacher(teacher):
