@@ -4,6 +4,8 @@ Shared by `vdit.sample` (the CLI) and the trainer's periodic samples. The initia
 video is drawn from its own seed for the global shape and then sharded, so results do not depend on
 the batch composition or on how many devices the batch is spread over.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +18,17 @@ from vdit.diffusion import caching, flow, samplers
 def initial_noise(seeds, shape, mesh=None):
   """Noise [len(seeds), *shape] with row i drawn from seed i alone; sharded over the batch axes."""
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  draw = lambda keys: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
   if mesh is None:
-    return jax.jit(draw)(keys)
+    return _noise_fn(tuple(shape), None)(keys)
   with jax.set_mesh(mesh):
-    return jax.jit(draw, out_shardings=sharding.batch_sharding(mesh, 1 + len(shape)))(keys)
+    return _noise_fn(tuple(shape), sharding.batch_sharding(mesh, 1 + len(shape)))(keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _noise_fn(shape, out_sharding):
+  """One jitted draw per shape and sharding (a new function per call would compile every call)."""
+  draw = lambda keys: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+  return jax.jit(draw) if out_sharding is None else jax.jit(draw, out_shardings=out_sharding)
 
 
 def sampling_shift(config_shift: float, video_shape, patch_size) -> float:
