@@ -44,6 +44,18 @@ def _load(workdir, mesh):
                                     mesh=mesh, space=latents.from_config(config))
 
 
+def markdown(rows: list) -> str:
+  """The README's table: passes, seconds and the judge's accuracy (held-out | seen) per setting."""
+  lines = ["| setting | network passes / video | s / video | held-out colour | held-out direction | held-out shape "
+           "| seen colour | seen direction |", "|---|---|---|---|---|---|---|---|"]
+  pct = lambda v: f"{100 * v:.0f}%"
+  for r in rows:
+    lines.append(f"| {r['name']} | {r['network_passes_per_video']:g} | {r['seconds_per_video']:.3f} | "
+                 f"{pct(r['held_out']['colour'])} | {pct(r['held_out']['direction'])} | {pct(r['held_out']['shape'])} | "
+                 f"{pct(r['seen']['colour'])} | {pct(r['seen']['direction'])} |")
+  return "\n".join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="A trained toy workdir (README Quickstart: runs/toy).")
@@ -102,6 +114,8 @@ def main():
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
+  with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+    f.write(markdown(rows) + "\n")
   print(json.dumps(result, indent=2))
 
 

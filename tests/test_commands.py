@@ -15,6 +15,7 @@ from tests.helpers import REPO, cli_env
 # Every command -> flags its --help must list.
 COMMANDS = {
     "vdit.main": ("config", "workdir"),
+    "vdit.distill": ("teacher", "workdir", "config"),
     "vdit.sample": ("workdir", "prompt", "prompts", "out", "sampler", "watermark"),
     "vdit.evaluate": ("eval", "workdir", "checkpoint", "out"),
     "vdit.convert": ("from", "input", "config", "output", "workdir"),
@@ -42,6 +43,9 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
      "config file 'configs/no_such_config.py' (--config) does not exist"),
     ("vdit.main", ("--config=configs/toy.py",), "missing required flag --workdir"),
     ("vdit.main", ("--config=configs/toy.py", "--workdir={tmp}/w", "extra"), "unexpected argument(s) extra"),
+    ("vdit.distill", ("--teacher={tmp}", "--workdir={tmp}/student"), "No config.json in workdir"),
+    ("vdit.distill", ("--teacher={tmp}", "--workdir={tmp}/student", "--config.num_steps=9"),
+     "unknown flag --config.num_steps"),
     ("vdit.evaluate", ("--eval=configs/evals/base.py", "--workdir=."),
      "--eval=configs/evals/base.py does not load as a config"),
     ("vdit.convert", ("--from=wan2.1", "--input={tmp}/missing", "--output={tmp}/dit.safetensors"),
