@@ -161,3 +161,10 @@ def test_ulysses_runs_the_configured_kernel_on_each_device():
   expected = _forward_and_grads(attention.xla_attention, q, k, v, key_mask)
   with jax.set_mesh(sharding.make_mesh({"context": 2}, devices=jax.devices()[:2])):
     _assert_close(_forward_and_grads(ulysses, q, k, v, key_mask), expected)
+
+
+def test_a_workdir_trained_with_a_fused_kernel_samples_with_blockwise_elsewhere():
+  config = tiny_config(**{"model.attention": "splash", "model.context_parallel": "ring"})
+  config = config_io.for_inference(config)
+  assert (config.model.attention, config.model.context_parallel) == ("blockwise", "none")
+  config_io.validate(config)  # runnable on this CPU host
