@@ -44,6 +44,11 @@ ROWS = [
     _row("1p3b_v6e4_b2", WAN_1P3B, "tpu:v6e:2x2", "480p x 81f", 2, {"fsdp": 4}),
     _row("14b_v5p64_b1", WAN_14B, "tpu:v5p:2x4x4", "720p x 81f", 1, {"fsdp": 32}),
     _row("14b_v6e64_b1", WAN_14B, "tpu:v6e:8x8", "720p x 81f", 1, {"fsdp": 64}),
+    # A clip split over 2 or 4 chips (Ulysses: 40 heads divide), when one clip per chip does not fit.
+    _row("14b_v5p64_ulysses2", WAN_14B, "tpu:v5p:2x4x4", "720p x 81f", 0.5, {"fsdp": 16, "context": 2},
+         context_parallel="ulysses"),
+    _row("14b_v5p64_ulysses4", WAN_14B, "tpu:v5p:2x4x4", "720p x 81f", 0.25, {"fsdp": 8, "context": 4},
+         context_parallel="ulysses"),
     # One clip split over the context axis (ring: any head count; Wan-1.3B's 12 heads do not split 8 ways).
     _row("1p3b_1min_v5p8_ring4", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 1 min", 1, {"context": 4},
          context_parallel="ring"),
