@@ -106,6 +106,16 @@ def test_splash_wrapper_matches_xla_at_any_length_in_interpret_mode(n, m, masked
                 _forward_and_grads(attention.xla_attention, q, k, v, key_mask))
 
 
+def test_splash_blocks_keep_the_kernel_metadata_within_scalar_memory():
+  # Wan-1.3B 480p (32,760 tokens) keeps 512-token blocks; Wan-14B 720p (75,600) overflowed the
+  # TPU's scalar memory with them (found compiling for v5p) and takes 1,024-token key blocks.
+  padded = lambda n: -(-n // 2048) * 2048
+  assert attention.splash_blocks(padded(32760), padded(32760)) == (512, 512)
+  bq, bkv = attention.splash_blocks(padded(75600), padded(75600))
+  assert (bq, bkv) == (512, 1024) and (padded(75600) // bq) * (padded(75600) // bkv) <= 16384
+  assert attention.splash_blocks(256, 128) == (256, 128)
+
+
 def _jvp(fn, q, k, v, key_mask):
   tangents = tuple(jax.random.normal(jax.random.key(i), x.shape) for i, x in enumerate((q, k, v)))
   return jax.jit(lambda: jax.jvp(lambda q, k, v: fn(q, k, v, key_mask), (q, k, v), tangents))()

@@ -22,7 +22,14 @@ BACKENDS = ("xla", "blockwise", "cudnn", "splash")
 QK_NORMS = ("per_head", "across_heads")
 _PLATFORM = {"cudnn": "gpu", "splash": "tpu"}  # backends tied to one platform
 _SPLASH_TILE = 128  # splash tiles are multiples of 128: sequences are padded to one
+_SPLASH_LONG = (16384, 2048)  # sequences over 16k tokens pad to a multiple of 2048 (< 1.3% more), so
+# every key block length below divides them
 _SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides the padded sequence
+# The kernel keeps ~50 bytes of metadata per (query block, key block) pair in its 1 MiB of scalar
+# memory: 512-token blocks overflow it at Wan-14B 720p (75,600 tokens: 148 x 148 pairs). Longer
+# key/value blocks keep the pairs within this budget.
+_SPLASH_BLOCK_PAIRS = 16384
+_SPLASH_KV_BLOCKS = (1024, 2048, 4096)
 # Pallas kernels do not declare how their outputs vary over mesh axes, so shard_map must not check.
 _UNTYPED_BACKENDS = {"splash"}
 ATTENTION_OUTPUT = "attention_output"  # checkpoint name of every attention's output (remat policies)
@@ -81,22 +88,38 @@ def _pad_length(x, length: int, value=0):
   return jnp.pad(x, widths, constant_values=value)
 
 
+def _splash_tile(length: int) -> int:
+  return _SPLASH_LONG[1] if length > _SPLASH_LONG[0] else _SPLASH_TILE
+
+
+def splash_blocks(n_padded: int, m_padded: int) -> tuple[int, int]:
+  """(query block, key/value block) for padded lengths: 512 where it divides, longer key blocks
+  while the block pairs exceed the kernel's metadata budget."""
+  bq, bkv = (next(blk for blk in _SPLASH_BLOCKS if x % blk == 0) for x in (n_padded, m_padded))
+  for longer in _SPLASH_KV_BLOCKS:
+    if (n_padded // bq) * (m_padded // bkv) <= _SPLASH_BLOCK_PAIRS or m_padded % longer:
+      break
+    bkv = longer
+  return bq, bkv
+
+
 def splash_attention(q, k, v, key_mask, interpret=False):
   """Splash attention per batch row at any sequence length: queries and keys are padded to a
-  multiple of 128 and padded keys masked through segment ids (queries are segment 1, masked or
+  multiple of 128 (2048 past 16k tokens) and padded keys masked through segment ids (queries are segment 1, masked or
   padded keys segment 0), so every row needs one unmasked key (the tokenizer's empty caption keeps
   one). Padded queries attend like real ones and are dropped. `interpret` runs the kernel in Python
   (tests off TPU)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as splash  # TPU-only kernel: import on use
   (b, n, h, d), m = q.shape, k.shape[1]
-  n_padded, m_padded = (-(-x // _SPLASH_TILE) * _SPLASH_TILE for x in (n, m))
+  n_padded, m_padded = (-(-x // _splash_tile(x)) * _splash_tile(x) for x in (n, m))
   if key_mask is None and m_padded != m:
     key_mask = jnp.ones((b, m), bool)
   q = _pad_length(q, n_padded)
   k, v = _pad_length(k, m_padded), _pad_length(v, m_padded)
-  bq, bkv = (next(blk for blk in _SPLASH_BLOCKS if x % blk == 0) for x in (n_padded, m_padded))
-  blocks = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
-                             block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
+  bq, bkv = splash_blocks(n_padded, m_padded)
+  compute = next(blk for blk in _SPLASH_BLOCKS if bkv % blk == 0)
+  blocks = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=compute, block_q_dkv=bq, block_kv_dkv=bkv,
+                             block_kv_dkv_compute=compute, block_q_dq=bq, block_kv_dq=bkv)
   kernel = splash.make_splash_mha(splash.MultiHeadMask([splash.FullMask((n_padded, m_padded))] * h),
                                   block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret)
   heads_major = lambda x: x.transpose(0, 2, 1, 3)  # splash takes [heads, seq, head_dim]
