@@ -24,12 +24,12 @@ CLIPS = {"480p x 81f": (21, 60, 104), "720p x 81f": (21, 90, 160), "480p x 1 min
 WAN_1P3B, WAN_14B = "configs/wan_1p3b.py", "configs/wan_14b.py"
 
 
-def _row(name, config, topology, clip, per_chip, mesh, remat="full", attention="splash", context_parallel="none",
-         chips=None):
-  batch_devices = mesh.get("data", 1) * mesh.get("fsdp", 1)
+def _row(name, config, topology, clip, per_chip, mesh, remat="full", attention="splash", context_parallel="none"):
+  chips = 1
+  for size in mesh.values():
+    chips *= size
   return dict(name=name, config=config, topology=topology, clip=clip, per_chip=per_chip, mesh=mesh, remat=remat,
-              attention=attention, context_parallel=context_parallel,
-              global_batch=max(1, round(per_chip * batch_devices)))
+              attention=attention, context_parallel=context_parallel, global_batch=max(1, round(per_chip * chips)))
 
 
 ROWS = [
@@ -50,7 +50,7 @@ ROWS = [
     _row("14b_v5p64_ulysses4", WAN_14B, "tpu:v5p:2x4x4", "720p x 81f", 0.25, {"fsdp": 8, "context": 4},
          context_parallel="ulysses"),
     # One clip split over the context axis (ring: any head count; Wan-1.3B's 12 heads do not split 8 ways).
-    _row("1p3b_1min_v5p8_ring4", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 1 min", 1, {"context": 4},
+    _row("1p3b_1min_v5p8_ring4", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 1 min", 0.25, {"context": 4},
          context_parallel="ring"),
 ]
 
