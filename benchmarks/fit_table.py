@@ -1,6 +1,6 @@
 """What fits where: the real train step compiled ahead of time for Cloud TPU slices from a CPU host.
 
-  pip install libtpu            # no TPU needed: libtpu describes and compiles for the slice
+  pip install "jax[tpu]==$(python -c 'import jax; print(jax.__version__)')"   # libtpu; no TPU needed
   python benchmarks/fit_table.py [--rows=NAME,...] [--out=benchmarks/results/fit_table.json]
 
 Each row runs `python -m vdit.compile_check` in its own process (one topology per process) and

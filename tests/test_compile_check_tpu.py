@@ -2,7 +2,7 @@
 splash attention at a length that is no tile multiple compiles into its Mosaic kernel, and a step
 that XLA finds cannot fit is the ordinary "would not fit" (JSON, exit 1), not a crash.
 
-Needs libtpu (`pip install libtpu`, no TPU); CI does not install it (213 MB, ~1 min of the suite's
+Needs libtpu (`pip install "jax[tpu]==<installed jax version>"`, no TPU); CI does not install it (213 MB, ~1 min of the suite's
 8-minute budget), so run these where it is installed: `pytest -m tpu`.
 """
 import importlib.util
@@ -14,7 +14,7 @@ from tests.helpers import cli
 
 pytestmark = [pytest.mark.tpu, pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                 reason="libtpu is not installed: pip install libtpu (no TPU needed)")]
+                                 reason="libtpu is not installed: pip install 'jax[tpu]==<installed jax version>' (no TPU needed)")]
 
 
 def test_splash_compiles_its_kernel_at_any_length_for_a_tpu_slice():

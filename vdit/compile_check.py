@@ -11,7 +11,8 @@ Exit status: 0 fits (or no memory limit is known); 1 would not fit; 2 bad config
 Topologies:
   cpu:N           N simulated CPU devices on this machine.
   tpu:CHIP:SHAPE  a Cloud TPU slice, CHIP one of v4, v5e, v5p, v6e: tpu:v5e:4x4, tpu:v5p:2x2x2
-                  (--num_slices=K for K slices). Needs libtpu (`pip install libtpu`), not a TPU: run it on any CPU host.
+                  (--num_slices=K for K slices). Needs libtpu, not a TPU: `pip install "jax[tpu]==$JAX_VERSION"` (the libtpu
+                  your jax pins) on any CPU host.
   local           this machine's devices as they are (e.g. on a GPU host).
 Clip size: --num_frames/--height/--width, else config.data.num_frames and config.sample.*, else
 the largest bucket of config.data.dir. Batch: as the trainer plans it (train.global_batch_size,
@@ -97,10 +98,16 @@ def parse_topology(topology: str) -> tuple[str, tuple]:
                       f"{sorted(_TPU_CHIPS)} (e.g. tpu:v5e:4x4), or local.")
 
 
+def jax_version() -> str:
+  from importlib.metadata import version
+  return version("jax")
+
+
 def _tpu_devices(chip: str, dims: tuple, num_slices: int) -> list:
   if not (importlib.util.find_spec("libtpu") or os.environ.get("TPU_LIBRARY_PATH")):
     raise TopologyError(f"--topology=tpu:{chip}:... compiles with libtpu, which is not installed here; "
-                        "`pip install libtpu` (no TPU needed), or check the mesh on CPU with --topology=cpu:N.")
+                        f"`pip install 'jax[tpu]=={jax_version()}'` (the libtpu this jax pins; no TPU needed), or check the "
+                        "mesh on CPU with --topology=cpu:N.")
   from jax.experimental import topologies
   name, chip_config, _, _ = _TPU_CHIPS[chip]
   # Torus wraparound as Cloud TPU slices have it: full cubes (>= 4 per dim) on 3D chips, 16-chip rows on 2D ones.
