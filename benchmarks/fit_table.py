@@ -14,12 +14,13 @@ Clip sizes are Wan 2.1 latents (VAE 4x8x8, 1x2x2 patches): 480p x 81 frames = 21
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import results_io  # noqa: E402  (benchmarks/, on sys.path as the script's directory)
 CLIPS = {"480p x 81f": (21, 60, 104), "720p x 81f": (21, 90, 160), "480p x 1 min": (241, 60, 104)}
 WAN_1P3B, WAN_14B = "configs/wan_1p3b.py", "configs/wan_14b.py"
 
@@ -112,15 +113,7 @@ def main():
     if not wanted or row["name"] in wanted:
       rows.append(run_row(row, args.timeout))
       print(f"{row['name']}: {rows[-1].get('error') or rows[-1]['report']['fits']}", file=sys.stderr, flush=True)
-  import jax
-  result = {"host": platform.processor() or platform.machine(), "host_cpus": os.cpu_count(), "jax": jax.__version__,
-            "date": time.strftime("%Y-%m-%d"), "rows": rows}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-    f.write(markdown(rows) + "\n")
-  print(json.dumps(result, indent=2))
+  results_io.write(args.out, {"rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

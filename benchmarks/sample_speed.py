@@ -13,12 +13,13 @@ seconds exclude compilation (one warm-up batch per setting).
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import results_io  # noqa: E402  (benchmarks/, on sys.path as the script's directory)
 
 
 def _settings(steps: int, student: bool) -> list:
@@ -108,15 +109,9 @@ def main():
                  **{split: {k: sum(v[f"{k}_ok"] for v in vs) / len(vs) for k in ("colour", "shape", "direction")}
                     for split, vs in verdicts.items()}})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-  result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()][:1], "teacher": args.workdir, "student": args.student, "teacher_step": int(step), "videos_per_setting": len(captions),
-            "date": time.strftime("%Y-%m-%d"), "rows": rows}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-    f.write(markdown(rows) + "\n")
-  print(json.dumps(result, indent=2))
+  results_io.write(args.out, {"devices": [str(d) for d in jax.devices()][:1], "teacher": args.workdir,
+                              "student": args.student, "teacher_step": int(step), "videos_per_setting": len(captions),
+                              "rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":
