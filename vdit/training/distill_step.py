@@ -39,12 +39,12 @@ def make_distill_step(student_def, teacher_def, tx, *, guidance: float, empty_to
   def guided_velocity(teacher_params, x_t, t, tokens, mask, frame_mask):
     teacher = nnx.merge(teacher_def, teacher_params)
     b = x_t.shape[0]
-    empty = jnp.broadcast_to(empty_tokens[None], (b,) + empty_tokens.shape)
     both = lambda a, c: jnp.concatenate([a, c])
-    context = teacher.encode_text(both(tokens, empty), both(mask, jnp.broadcast_to(empty_mask[None], mask.shape)))
+    text_mask = both(mask, jnp.broadcast_to(empty_mask[None], mask.shape))
+    context = teacher.encode_text(both(tokens, jnp.broadcast_to(empty_tokens[None], (b,) + empty_tokens.shape)),
+                                  text_mask)
     frames = None if frame_mask is None else both(frame_mask, frame_mask)
-    v = teacher.velocity(both(x_t, x_t), both(t, t), context, both(mask, jnp.broadcast_to(empty_mask[None], mask.shape)),
-                         frames)
+    v = teacher.velocity(both(x_t, x_t), both(t, t), context, text_mask, frames)
     v_cond, v_uncond = jnp.split(v, 2)
     return jax.lax.stop_gradient(v_uncond + guidance * (v_cond - v_uncond))
 
