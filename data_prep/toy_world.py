@@ -1,10 +1,18 @@
 """Data job: writes the toy world (vdit.toy.world) as a dataset.
 
   python -m data_prep.toy_world --output=/tmp/toy --num_clips=2048 [--split=eval]
+  python -m data_prep.toy_world --output=runs/purple_data --colours=purple --num_held_out=3 \
+      --replay=0.5 --replay_from=runs/toy_data   # a new concept, half the clips from the base world
 """
+import json
+import os
+
 from absl import flags
 
+from vdit.toy import spec as toy_spec
+
 from vdit.core import command
+from vdit.core.errors import UserError
 from vdit.toy.world import generate
 
 
@@ -20,12 +28,27 @@ def define_flags():
   flags.DEFINE_integer("num_shards", 4, "Number of ArrayRecord shards.", lower_bound=1)
   flags.DEFINE_enum("split", "train", ["train", "eval"], "train: held-out combinations excluded; "
                     "eval: every combination, clips drawn apart from the training ones (same --seed).")
+  flags.DEFINE_float("replay", 0.0, "Share of clips from the base world (with new --colours: keeps the base world "
+                     "while fine-tuning).", lower_bound=0.0, upper_bound=0.99)
+  command.define_path("replay_from", None, "With --replay: the base world's dataset (its held_out.json is kept out).",
+                      kind="dir")
+  flags.DEFINE_list("colours", list(toy_spec.COLOURS), "The world's colours: the base world's (default), or "
+                    f"new concepts for fine-tuning ({', '.join(toy_spec.NEW_COLOURS)}).")
 
 
 def main(f):
+  replay_held_out = ()
+  if f.replay:
+    path = os.path.join(f.replay_from or "", "held_out.json")
+    if not f.replay_from or not os.path.isfile(path):
+      raise UserError(f"--replay needs --replay_from=DIR, the base world's dataset with its held_out.json (got "
+                      f"{f.replay_from!r}); its held-out combinations stay out of the replayed clips.")
+    with open(path) as held:
+      replay_held_out = [tuple(c) for c in json.load(held)["combinations"]]
   meta = generate(f.output, num_clips=f.num_clips, num_frames=f.num_frames, height=f.height,
                   width=f.width, fps=f.fps, seed=f.seed, num_held_out=f.num_held_out,
-                  num_shards=f.num_shards, split=f.split)
+                  num_shards=f.num_shards, split=f.split, colours=tuple(f.colours), replay=f.replay,
+                  replay_held_out=replay_held_out)
   print(f"Wrote {meta['num_clips']} clips of {meta['buckets'][0]['name']} (frames x height x "
         f"width) in {len(meta['buckets'][0]['shards'])} shards to {f.output} "
         f"({meta['split']} split, {meta['num_held_out']} combinations held out of training).")

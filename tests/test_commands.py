@@ -16,11 +16,13 @@ from tests.helpers import REPO, cli_env
 COMMANDS = {
     "vdit.main": ("config", "workdir"),
     "vdit.distill": ("teacher", "workdir", "config"),
-    "vdit.sample": ("workdir", "prompt", "prompts", "out", "sampler", "watermark"),
+    "vdit.finetune": ("base", "workdir", "config", "lora"),
+    "vdit.sample": ("workdir", "prompt", "prompts", "out", "sampler", "watermark", "safety_policy", "c2pa", "c2pa_key",
+                    "c2pa_cert"),
     "vdit.evaluate": ("eval", "workdir", "checkpoint", "out"),
     "vdit.convert": ("from", "input", "config", "output", "workdir"),
     "vdit.compile_check": ("config", "topology", "memory_per_device_gb"),
-    "vdit.watermark": (),
+    "vdit.provenance": (),
     "vdit.eval.toy_modes": ("workdir", "out", "videos", "modes"),
     "vdit.eval.train_toy_features": ("data", "out", "steps"),
     "vdit.eval.i3d_convert": ("input", "output", "width_divisor"),
@@ -46,6 +48,13 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
     ("vdit.distill", ("--teacher={tmp}", "--workdir={tmp}/student"), "No config.json in workdir"),
     ("vdit.distill", ("--teacher={tmp}", "--workdir={tmp}/student", "--config.num_steps=9"),
      "unknown flag --config.num_steps"),
+    ("vdit.finetune", ("--base={tmp}", "--workdir={tmp}/lora"), "No config.json in workdir"),
+    ("vdit.finetune", ("merge", "--base={tmp}", "--workdir={tmp}/merged"), "merge needs at least one --lora"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--lora={tmp}/a.safetensors:strong"),
+     "scale 'strong' is not a number"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--lora={tmp}/missing.safetensors"),
+     "Cannot use --lora={tmp}/missing.safetensors: no such file"),
+    ("vdit.finetune", ("fuse", "--base={tmp}", "--workdir={tmp}/merged"), "the one subcommand is `merge`"),
     ("vdit.evaluate", ("--eval=configs/evals/base.py", "--workdir=."),
      "--eval=configs/evals/base.py does not load as a config"),
     ("vdit.convert", ("--from=wan2.1", "--input={tmp}/missing", "--output={tmp}/dit.safetensors"),
@@ -53,8 +62,9 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
     ("vdit.convert", ("--input={tmp}/wan", "--output={tmp}/dit.safetensors"),
      "image_dim=1280 is not supported"),
     ("vdit.sample", ("--workdir=README.md", "--out={tmp}/out", "--prompt=a"), "'README.md' is not a directory"),
-    ("vdit.watermark", ("detect", "{tmp}/missing.mp4"), "{tmp}/missing.mp4: no such file"),
-    ("vdit.watermark", ("check", "x.mp4"), "expected `detect FILE [FILE ...]`"),
+    ("vdit.provenance", ("detect", "{tmp}/missing.mp4"), "{tmp}/missing.mp4: no such file"),
+    ("vdit.provenance", ("verify", "{tmp}/latin1.txt"), "1 of 1 files could not be read"),
+    ("vdit.provenance", ("check", "x.mp4"), "expected `verify|detect FILE [FILE ...]`"),
     ("data_prep.toy_world", ("--output={tmp}/toy", "--num_held_out=500"), "Cannot hold out 500 combinations"),
     # Output locations, numbers and input files: refused while parsing or before the workdir is read
     # ({tmp}, without a config.json, stands in for it); test_refused_runs_write_nothing checks {tmp}.
@@ -76,6 +86,14 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
      "--strength=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
     ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--edit={tmp}/missing.mp4"),
      "Cannot use {tmp}/missing.mp4 (--edit): no such file"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--safety_policy={tmp}/wan/config.json"),
+     "Safety policy {tmp}/wan/config.json line 1: unknown key '_class_name'"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--c2pa=on"),
+     "C2PA signing needs both --c2pa_key=KEY.pem and --c2pa_cert=CHAIN.pem"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--c2pa_key={tmp}/missing.pem"),
+     "--c2pa_key={tmp}/missing.pem: '{tmp}/missing.pem' does not exist"),
+    ("vdit.sample", ("--workdir={tmp}", "--prompt=a", "--out={tmp}/out", "--c2pa_key={tmp}/latin1.txt",
+                     "--c2pa_cert={tmp}/latin1.txt"), "{tmp}/latin1.txt (--c2pa_key) is not an unencrypted PEM"),
     ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out=README.md"),
      "--out=README.md: 'README.md' is an existing file, not a directory"),
     ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out={tmp}/out", "--eval.sample.steps=-2"),
@@ -158,8 +176,8 @@ def test_help_lists_the_flags_and_exits_0(runs, module):
   assert f"usage: python -m {module}" in result.stdout
 
 
-def test_watermark_help_shows_its_arguments(runs):
-  assert "detect FILE [FILE ...]" in runs[1][("help", "vdit.watermark")].stdout
+def test_provenance_help_shows_its_arguments(runs):
+  assert "verify|detect FILE [FILE ...]" in runs[1][("help", "vdit.provenance")].stdout
 
 
 def test_user_error_from_the_body_is_one_line_and_internal_failure_exits_1(runs):

@@ -194,3 +194,36 @@ def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
   assert sorted(p.name for p in out.glob("*.gif")) == sorted(
       f"{m}.gif" for m in ("text", "image", "extend_forward", "extend_backward", "connect", "loop",
                            "edit", "text_to_image", "long"))
+
+
+@pytest.mark.slow
+def test_safety_blocks_flags_and_signs(workdir, tmp_path):
+  from tests.c2pa_chain import write_chain
+  from vdit.media import c2pa_manifest, video_io
+  key, chain = write_chain(tmp_path)
+  out = tmp_path / "out"
+  result = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a blue square moving up", "--prompt=a red circle, k1ll it",
+               "--prompt=mickey mouse moving left", f"--out={out}", "--steps=2", f"--c2pa_key={key}",
+               f"--c2pa_cert={chain}")
+  assert result.returncode == 4, result.stderr[-3000:]  # some were blocked; the rest were written
+  blocked = [line for line in result.stderr.splitlines() if line.startswith("blocked: ")]
+  assert blocked == ["blocked: video 001 (prompt 'a red circle, k1ll it'): category violence at the prompt stage, "
+                     "term 'kill' (as 'kill'); nothing of it was written."]
+  records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+  assert [r["safety"]["decision"] for r in records] == ["allowed", "blocked", "flagged"]
+  assert records[2]["safety"]["category"] == "intellectual_property" and "path" not in records[1]
+  assert sorted(p.name for p in out.iterdir()) == ["000.gif", "000.mp4", "002.gif", "002.mp4", "contact_sheet.png",
+                                                   "index.jsonl"]
+  for name in ("000.mp4", "000.gif", "002.mp4"):
+    found = c2pa_manifest.read(str(out / name))
+    assert found["state"] == "Valid" and c2pa_manifest.created_action(found)["parameters"]["config_hash"] == \
+        records[0]["config_hash"]
+  # A forbidden conditioning image under a neutral prompt: blocked before any weights are read.
+  video_io.write_png(str(tmp_path / "red.png"), np.full((16, 16, 3), (230, 25, 25), np.uint8))
+  red = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a shape moving", f"--out={tmp_path / 'i2v'}",
+            f"--image={tmp_path / 'red.png'}", "--safety_policy=configs/safety/toy_no_red.json", "--c2pa=off")
+  assert red.returncode == 4, red.stderr[-3000:]
+  record = json.loads((tmp_path / "i2v" / "index.jsonl").read_text())
+  assert record["safety"]["stage"] == "frames" and record["safety"]["category"] == "red_objects"
+  assert os.listdir(tmp_path / "i2v") == ["index.jsonl"]
+  assert "warning: files are written without C2PA manifests (--c2pa=off)." in red.stderr

@@ -175,8 +175,19 @@ def test_missing_video_raises(tmp_path):
 
 
 def test_unknown_colour_rejected():
-  with pytest.raises(ValueError, match="purple"):
-    toy.judge_video(_render("red", "square", "left"), "purple", "left")
+  with pytest.raises(ValueError, match="violet"):
+    toy.judge_video(_render("red", "square", "left"), "violet", "left")
+
+
+def test_new_colour_is_judged_against_the_base_palette_plus_itself():
+  """Purple (a fine-tuning concept, never in the base world) is read as purple, and a base colour
+  is still read with the base palette alone, so base-world scores do not move."""
+  from vdit.toy import world
+  purple = world.render_clip("purple", "circle", "left", start=(20, 16), speed=1.5, radius=5, num_frames=8,
+                             height=32, width=32)
+  assert toy.judge_video(purple, "purple", "left")["colour_ok"]
+  assert toy.judge_video(purple, "magenta", "left")["pred_colour"] != "purple"
+  assert toy_spec.parse_caption("a purple triangle moving up") == ("purple", "triangle", "up")
 
 
 def test_cli_prints_and_writes_report(clips, tmp_path):

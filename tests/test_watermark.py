@@ -85,7 +85,7 @@ def test_detect_cli(tmp_path):
   video_io.write_mp4(str(tmp_path / "marked.mp4"), watermark.embed(clips[0]), fps=8)
   video_io.write_mp4(str(tmp_path / "clean.mp4"), clips[1], fps=8)
   (tmp_path / "junk.mp4").write_bytes(b"junk")
-  result = subprocess.run([sys.executable, "-m", "vdit.watermark", "detect", *(str(tmp_path / n) for n in
+  result = subprocess.run([sys.executable, "-m", "vdit.provenance", "detect", *(str(tmp_path / n) for n in
                            ("marked.mp4", "clean.mp4", "junk.mp4"))], cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=120)
   lines = result.stdout.splitlines()

@@ -211,8 +211,13 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   step = build_train_step(config, mesh, tx, empty)
   start = time.perf_counter()
   out_of_memory = None
+  # With LoRA the step also takes the frozen base (vdit/training/dit_trainer.py Base).
+  frozen = ()
+  if config.lora.rank:
+    from vdit.model import factory, lora
+    frozen = (lora.without_adapters(factory.abstract_params(config, mesh)),)
   with jax.set_mesh(mesh):
-    lowered = step.lower(state, batch, key)
+    lowered = step.lower(state, *frozen, batch, key)
     try:
       compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as e:
@@ -238,7 +243,7 @@ def check(config, devices, *, frames=0, height=0, width=0, memory_limit_gib=None
   return {
       "device_kind": devices[0].device_kind, "num_devices": len(devices), "num_hosts": num_hosts,
       "mesh": dict(mesh.shape), "batch_shape": list(video_shape), "bucket": bucket,
-      "attention": config.model.attention, "remat": config.model.remat,
+      "attention": config.model.attention, "remat": config.model.remat, "lora_rank": config.lora.rank,
       "compile_seconds": round(compile_seconds, 2), "memory_per_device": memory,
       "memory_limit_gib": memory_limit_gib, "fits": fits, "out_of_memory": out_of_memory,
       "fused_kernel_calls": kernels,

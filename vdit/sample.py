@@ -6,9 +6,17 @@
 The model config comes from the workdir's config.json; EMA weights are used unless --noema.
 Writes OUT/NNN.mp4 and OUT/NNN.gif per prompt, OUT/contact_sheet.png (rows: prompts, columns:
 frames) and OUT/index.jsonl with one JSON object per video (paths relative to OUT).
+
+Safety (vdit/safety, --safety_policy): prompts, their expanded captions and conditioning inputs are
+checked before any compute, each video before it is written. A blocked video is reported in one
+line, nothing of it is written, its index.jsonl record has no paths, and the rest of the batch
+still runs; the exit status is then 4 (0 when nothing was blocked, 2 for a user error). Written
+files carry a signed C2PA manifest with --c2pa_key and --c2pa_cert (check with `python -m
+vdit.provenance verify FILE...`).
 """
 import json
 import os
+import sys
 
 from absl import flags
 
@@ -65,7 +73,15 @@ def define_flags():
   flags.DEFINE_float("expand_timeout", 30.0, "Seconds the expander may take per prompt.")
   flags.register_validator("expand_timeout", lambda s: s > 0, "must be > 0 seconds")
   flags.DEFINE_bool("watermark", False, "Embed vdit's invisible watermark in every frame (check files with "
-                    "`python -m vdit.watermark detect FILE...`).")
+                    "`python -m vdit.provenance verify FILE...`).")
+  flags.DEFINE_string("safety_policy", "", "Safety policy JSON (schema: vdit/safety/policy.py; default: "
+                      "configs/safety/default.json); `none` turns every check off, with a warning.")
+  flags.DEFINE_enum("c2pa", "auto", ["auto", "on", "off"], "C2PA manifests on every written file: on needs "
+                    "--c2pa_key and --c2pa_cert; auto signs when they are given and warns when not; off warns.")
+  command.define_path("c2pa_key", None, "PEM private key that signs the C2PA manifests.")
+  command.define_path("c2pa_cert", None, "PEM certificate chain of --c2pa_key (signing certificate first).")
+  flags.DEFINE_multi_string("lora", None, "A LoRA adapter FILE[:SCALE] merged into the weights (diffusers/PEFT "
+                            "safetensors, e.g. from vdit.finetune); repeat for several, each with its scale.")
   flags.DEFINE_integer("total_frames", None, "A video longer than the model's window, made by repeated "
                        "extension with overlap.", lower_bound=1)
 
@@ -119,6 +135,39 @@ def _mode(f) -> tuple[str, dict]:
   if name == "image":
     return "image", {"image": f.image}
   return "loop", {}
+
+
+def _adapter_specs(values) -> list[tuple[str, float]]:
+  """--lora values -> [(file, scale)], each file checked to exist (before any model work)."""
+  from vdit.interop.wan.lora_weights import parse_spec
+  specs = [parse_spec(v) for v in values or []]
+  for path, _ in specs:
+    if not os.path.isfile(path):
+      raise UsageError(f"Cannot use --lora={path}: no such file; pass an adapter .safetensors file[:SCALE].")
+  return specs
+
+
+def _safety_and_signing(f):
+  """The run's safety Review and C2PA credentials (or None), both checked before any compute."""
+  from vdit.safety.sampling import Review
+  review = Review.from_flag(f.safety_policy)
+  keys = bool(f.c2pa_key) + bool(f.c2pa_cert)
+  if f.c2pa == "off" and keys:
+    raise UsageError("--c2pa=off contradicts --c2pa_key/--c2pa_cert; drop one of them.")
+  if (f.c2pa == "on" or keys) and keys < 2:
+    raise UsageError("C2PA signing needs both --c2pa_key=KEY.pem and --c2pa_cert=CHAIN.pem (or --c2pa=off).")
+  if keys < 2:
+    why = "--c2pa=off" if f.c2pa == "off" else "no --c2pa_key/--c2pa_cert given"
+    print(f"warning: files are written without C2PA manifests ({why}).", file=sys.stderr)
+    return review, None
+  from vdit.media import c2pa_manifest
+  return review, c2pa_manifest.load_credentials(f.c2pa_key, f.c2pa_cert)
+
+
+def _prompt_verdicts(review, inputs, prompts, captions) -> list:
+  """One safety decision per prompt: a blocked conditioning input blocks them all."""
+  shared = review.check_inputs(inputs)
+  return [shared if shared.blocked else review.check_prompt(p, c) for p, c in zip(prompts, captions)]
 
 
 def read_prompts(prompt_flags, prompts_file) -> list[str]:
@@ -213,6 +262,8 @@ def main(f):
   # Before any heavy import: a bad combination of flags, a missing input or prompts file costs nothing.
   mode, mode_inputs = resolve_mode(f)
   prompts = read_prompts(f.prompt, f.prompts)
+  adapters = _adapter_specs(f.lora)
+  review, credentials = _safety_and_signing(f)
   from vdit.core import logs
   from vdit.parallel import distributed
   logs.quiet_library_logs()
@@ -231,6 +282,10 @@ def main(f):
   from vdit.text import conditioner
 
   config = pretrained.load_config(f.workdir)
+  if config.lora.rank:
+    raise UserError(f"{f.workdir} is a LoRA fine-tuning workdir (adapters only); sample its base with "
+                    f"--workdir={config.finetune.base} --lora={os.path.join(f.workdir, 'adapter.safetensors')}, or "
+                    "merge them (python -m vdit.finetune merge).")
   s = config.sample
   space = latents.from_config(config)  # a missing VAE file fails before any model work
   num_frames, height, width, window = _sizes(f, mode, config, space)  # checked before any weights are read
@@ -255,10 +310,21 @@ def main(f):
   tokenizer.encode_batch(captions)  # an over-long expansion is a PromptError naming it
   negative = s.negative_prompt if f.negative_prompt is None else f.negative_prompt
   tokenizer.encode_batch([negative])
+  inputs = {"image": [f.image], "video": [f.video], "edit": [f.edit], "connect": f.connect or []}
+  verdicts = _prompt_verdicts(review, inputs, prompts, captions)  # before any model work
+  kept = [i for i, v in enumerate(verdicts) if not v.blocked]
+  if not kept:  # everything blocked: no weights read, nothing made
+    if jax.process_index() == 0:
+      write_outputs(f, prompts, [f.seed + i for i in range(len(prompts))], {}, step=None, verdicts=verdicts,
+                    opts=dict(mode=mode, inputs=mode_inputs, captions=captions))
+    return 4
 
   with pretrained.Checkpoints(f.workdir, config, mesh) as checkpoints:
     step, = checkpoints.select(f.checkpoint_step)
     params = checkpoints.restore(step, ema=f.ema)
+  if adapters:
+    from vdit.interop.wan import lora_weights
+    params = lora_weights.apply(params, adapters)
   graphdef, _ = factory.abstract_model(config)
 
   opts = dict(num_frames=window, height=height, width=width, channels=3 if space.is_latent else config.model.in_channels,
@@ -270,47 +336,76 @@ def main(f):
 
   sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh, space=space)
   seeds = [f.seed + i for i in range(len(prompts))]
+  todo_captions, todo_seeds = [captions[i] for i in kept], [seeds[i] for i in kept]  # blocked: never made
   videos, passes = [], []
-  for start in range(0, len(prompts), f.batch_size):
+  for start in range(0, len(kept), f.batch_size):
     chunk = slice(start, start + f.batch_size)
-    progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + f.batch_size, len(prompts))}",
+    progress = lambda it, n=start: tqdm(it, desc=f"denoising videos {n + 1}-{min(n + f.batch_size, len(kept))}",
                                          disable=jax.process_index() > 0)
     sampler.network_passes = 0
-    videos.extend(sample_modes.run(mode, sampler, captions[chunk], seeds[chunk], opts, progress=progress,
+    videos.extend(sample_modes.run(mode, sampler, todo_captions[chunk], todo_seeds[chunk], opts, progress=progress,
                                    **{k: v for k, v in mode_inputs.items() if v is not None}))
     # Per video: a chunk's videos share every step (and cache decision), so its average is each one's.
     passes += [sampler.network_passes / (len(videos) - len(passes))] * (len(videos) - len(passes))
   if num_frames == 1:
     videos = [v[:1] for v in videos]
+  videos = _check_videos(review, kept, videos, verdicts)
   if f.watermark:
     from vdit.media import watermark
-    videos = [watermark.embed(v) for v in videos]
+    videos = {i: watermark.embed(v) for i, v in videos.items()}
 
   if jax.process_index() == 0:
-    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions, passes=passes)
-    write_outputs(f, prompts, seeds, videos, step=step, opts=opts)
+    opts = dict(opts, num_frames=num_frames, mode=mode, inputs=mode_inputs, captions=captions, passes=dict(zip(kept, passes)),
+                lora=[{"file": os.path.abspath(p), "scale": scale} for p, scale in adapters])
+    write_outputs(f, prompts, seeds, videos, step=step, opts=opts, verdicts=verdicts, credentials=credentials,
+                  c2pa_prompt=review.c2pa_prompt)
+  return 4 if any(v.blocked for v in verdicts) else 0
 
 
-def write_outputs(f, prompts, seeds, videos, *, step, opts):
+def _check_videos(review, kept, videos, verdicts) -> dict:
+  """The frame checks on each made video: {prompt index: frames to write (blurred where the policy
+  says)}; a blocked one is left out and its verdict replaced."""
+  from vdit.safety import decision
+  written = {}
+  for i, video in zip(kept, videos):
+    verdict, frames = review.check_video(video)
+    verdicts[i] = decision.worst([verdict, verdicts[i]])
+    if not verdict.blocked:
+      written[i] = frames
+  return written
+
+
+def write_outputs(f, prompts, seeds, videos, *, step, opts, verdicts, credentials=None, c2pa_prompt=True):
+  """Writes the videos ({prompt index: frames}) and index.jsonl, one record per prompt: blocked ones
+  with their safety decision and no paths."""
   from vdit.media import provenance
   from vdit.media import video_io
+  from vdit.safety import sampling as safety
   out, workdir = f.out, f.workdir
   os.makedirs(out, exist_ok=True)
   records = []
-  for i, (prompt, seed, video) in enumerate(zip(prompts, seeds, videos)):
+  for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+    safety.report(i, prompt, verdicts[i])
+    if i not in videos:
+      records.append({"prompt": prompt, "caption": opts["captions"][i], "seed": seed, "mode": opts["mode"],
+                      "inputs": opts["inputs"], "safety": verdicts[i].record()})
+      continue
+    video = videos[i]
     tags = provenance.tags(prompt=prompt, caption=opts["captions"][i], seed=seed, mode=opts["mode"],
                            checkpoint_step=int(step), workdir=workdir, watermarked=f.watermark)
+    seal = _sealer(credentials, tags, c2pa_prompt)
     if video.shape[0] == 1:  # text-to-image
       media = {"path": f"{i:03d}.png"}
       scaled = video[0].repeat(f.scale, axis=0).repeat(f.scale, axis=1)
-      video_io.write_png(os.path.join(out, media["path"]), scaled, metadata=tags)
+      video_io.write_png(os.path.join(out, media["path"]), scaled, metadata=tags, seal=seal(".png"))
     else:
       media = {"path": f"{i:03d}.mp4", "gif": f"{i:03d}.gif"}
       video_io.write_mp4(os.path.join(out, media["path"]), video, fps=f.fps, scale=f.scale,
-                         metadata=tags)
+                         metadata=tags, seal=seal(".mp4"))
       video_io.write_gif(os.path.join(out, media["gif"]), video, fps=f.fps, scale=f.scale,
-                         metadata=tags)
+                         metadata=tags, seal=seal(".gif"))
     records.append({"prompt": prompt, "caption": opts["captions"][i], **media, "seed": seed, "mode": opts["mode"],
+                    "safety": verdicts[i].record(),
                     "inputs": opts["inputs"], "frames": int(video.shape[0]), "steps": opts["steps"],
                     "cfg": opts["cfg"], "sampler": opts["sampler"], "shift": opts["shift"],
                     "negative_prompt": opts["negative_prompt"],
@@ -318,15 +413,28 @@ def write_outputs(f, prompts, seeds, videos, *, step, opts):
                     "cache": opts["cache"], "network_passes": opts["passes"][i],
                     "num_frames": opts["num_frames"],
                     "height": opts["height"], "width": opts["width"], "checkpoint_step": int(step),
-                    "workdir": os.path.abspath(workdir), "ema": f.ema,
+                    "workdir": os.path.abspath(workdir), "ema": f.ema, "lora": opts["lora"],
                     "config_hash": tags["config_hash"], "vdit_version": tags["vdit_version"]})
-  video_io.write_png(os.path.join(out, "contact_sheet.png"), video_io.contact_sheet(list(videos), max_frames=16))
+  if videos:
+    video_io.write_png(os.path.join(out, "contact_sheet.png"),
+                       video_io.contact_sheet(list(videos.values()), max_frames=16))
   tmp = os.path.join(out, "index.jsonl.tmp")
   with open(tmp, "w", encoding="utf-8") as index:
     for r in records:
       index.write(json.dumps(r, ensure_ascii=False) + "\n")
   os.replace(tmp, os.path.join(out, "index.jsonl"))
-  print(f"Wrote {len(records)} videos, contact_sheet.png and index.jsonl to {os.path.abspath(out)}")
+  blocked = len(records) - len(videos)
+  print(f"Wrote {len(videos)} videos{f' ({blocked} blocked)' if blocked else ''}, "
+        f"{'contact_sheet.png and ' if videos else ''}index.jsonl to {os.path.abspath(out)}")
+
+
+def _sealer(credentials, tags, c2pa_prompt):
+  """Per file suffix: the C2PA seal for vdit.media.video_io, or None without credentials."""
+  if credentials is None:
+    return lambda suffix: None
+  from vdit.media import c2pa_manifest
+  definition = c2pa_manifest.manifest(tags, include_prompt=c2pa_prompt)
+  return lambda suffix: c2pa_manifest.sealer(credentials, definition, c2pa_manifest.MIME[suffix])
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ from vdit.diffusion.caching import MODES as CACHE_MODES
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.attention import backend_error, shape_error
 from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
+from vdit.model import lora as lora_lib
 from vdit.model.dit import VARIANTS, remat_error
 from vdit.model.factory import DTYPES, PREDICTIONS
 
 # Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
-_RUNTIME_ONLY = {"model.remat", "model.dtype", "model.scan_layers", "model.attention", "model.context_parallel",
+_RUNTIME_ONLY = {"lora.dropout", "model.remat", "model.dtype", "model.scan_layers", "model.attention",
+                 "model.context_parallel",
                  "text.caption_dropout", "text.max_length", "text.t5_path", "text.tokenizer_path"}
 # Settings added after checkpoints existed: left out of the signature at their old behaviour, so
 # those checkpoints still match.
@@ -81,7 +83,18 @@ def validate(config, platform: str | None = None) -> None:
            f"size {m.patch_size[0]} (or 0: each bucket's full length).")
   _require(config.data.tokens_per_batch >= 0 and config.data.image_ratio <= 1,
            "config.data.tokens_per_batch must be >= 0 and image_ratio <= 1 (negative: by clip count).")
+  _validate_lora(config.lora)
   _validate_parallelism(config)
+
+
+def _validate_lora(lora) -> None:
+  _require(lora.rank >= 0 and lora.alpha >= 0 and 0.0 <= lora.dropout < 1.0,
+           f"config.lora: rank={lora.rank} and alpha={lora.alpha} must be >= 0 and dropout={lora.dropout} in [0, 1).")
+  try:
+    layers = lora_lib.resolve_targets(lora.targets)
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from None
+  _require(not lora.rank or layers, "config.lora.targets is empty; name the layers to adapt (e.g. self_attn,mlp).")
 
 
 def _axis_size(config, axis: str) -> int | None:
@@ -135,7 +148,8 @@ def check_video_size(config, num_frames: int, height: int, width: int, what: str
 def model_signature(config) -> dict:
   """Flat {'model.dim': 128, ...} of every setting that determines the parameters' shapes."""
   flat, values = {}, experiment.to_dict(config) if experiment.is_frozen(config) else config
-  for section in ("model", "text"):
+  # Adapters add parameters (lora.*); a config without them keeps the signature it always had.
+  for section in ("model", "text") + (("lora",) if values["lora"]["rank"] else ()):
     for key, value in values[section].items():
       name = f"{section}.{key}"
       if name not in _RUNTIME_ONLY and not (name in _OMITTED_AT and value == _OMITTED_AT[name]):

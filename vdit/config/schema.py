@@ -172,6 +172,14 @@ def default_config() -> ml_collections.ConfigDict:
   # share of training clips that take a step to an earlier time (the rest match the velocity).
   c.distill = ml_collections.ConfigDict({"teacher": "", "guidance": 0.0, "mean_fraction": 0.5})
 
+  # LoRA fine-tuning (`python -m vdit.finetune`, vdit/model/lora.py): adapters of this rank on the
+  # target layers (groups self_attn, cross_attn, mlp, attention, all, or layer names such as
+  # "self_attn.query"), scaled by alpha / rank (alpha 0: rank), input dropout; rank 0: none. The frozen
+  # base is the workdir finetune.base at checkpoint finetune.base_step; only adapters train and are saved.
+  c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 0.0, "targets": ("self_attn", "cross_attn", "mlp"),
+                                      "dropout": 0.0})
+  c.finetune = ml_collections.ConfigDict({"base": "", "base_step": 0})
+
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "euler"  # euler | heun | dpmpp_2m | unipc (second order at one call per step; unipc adds a corrector)
   c.sample.steps = 30

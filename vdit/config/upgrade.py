@@ -3,13 +3,14 @@
 The only place with compatibility defaults: code below the config boundary reads every key as
 present. Version 1 (no `config_version` key: every workdir written before the redesign) gains the
 keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
-(sampling caches) and model.interval_conditioning (students); version 3 is today's.
+(sampling caches) and model.interval_conditioning (students); version 3 lacks the lora and finetune
+sections (LoRA fine-tuning); version 4 is today's.
 """
 import copy
 
 from vdit.core.errors import ConfigError
 
-VERSION = 3
+VERSION = 4
 
 # Keys added after version-1 workdirs existed, at the behaviour those workdirs had without them
 # (written out here, not read from the schema's defaults, which may change).
@@ -77,6 +78,18 @@ def _v2_to_v3(raw: dict) -> dict:
   return raw
 
 
+# Version 4 added LoRA fine-tuning; a workdir without the sections has no adapters and no base.
+_V3_ABSENT_MEANS = {"lora": {"rank": 0, "alpha": 0.0, "targets": ["self_attn", "cross_attn", "mlp"], "dropout": 0.0},
+                    "finetune": {"base": "", "base_step": 0}}
+
+
+def _v3_to_v4(raw: dict) -> dict:
+  for section, values in _V3_ABSENT_MEANS.items():
+    raw[section] = {**copy.deepcopy(values), **raw.get(section, {})}
+  raw["config_version"] = 4
+  return raw
+
+
 def upgrade(raw: dict, source: str = "config.json") -> dict:
   """A config.json's dict, any version -> a copy at VERSION; a newer version is an error."""
   from vdit.text.tokenizer import Tokenizer
@@ -89,4 +102,6 @@ def upgrade(raw: dict, source: str = "config.json") -> dict:
     raw = _v1_to_v2(raw, Tokenizer.shipped_vocab_size())
   if raw["config_version"] == 2:
     raw = _v2_to_v3(raw)
+  if raw["config_version"] == 3:
+    raw = _v3_to_v4(raw)
   return raw

@@ -2,7 +2,8 @@
 
 Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Every writer goes through a temporary file
 in the destination directory and renames it into place, so a crash never leaves a half-written
-file under the final name.
+file under the final name. A `seal` (e.g. vdit.media.c2pa_manifest.sealer: a signed manifest)
+rewrites the finished temporary file before the rename.
 """
 import contextlib
 import fractions
@@ -10,7 +11,7 @@ import io
 import json
 import os
 import uuid
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import av
 import numpy as np
@@ -47,21 +48,23 @@ def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path next to `path`, renamed onto `path` only if the body succeeds."""
+def _atomic_path(path: str, seal: Callable[[str], None] | None = None) -> Iterator[str]:
+  """Yields a temporary path next to `path`, sealed and renamed onto `path` only if the body succeeds."""
   path = os.fspath(path)
   directory, name = os.path.split(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
   try:
     yield tmp
+    if seal:
+      seal(tmp)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
 
 
-def write_mp4(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None) -> None:
+def write_mp4(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None, seal=None) -> None:
   """Writes frames [T, H, W, 3] uint8 as an H.264 (yuv420p) mp4.
 
   Args:
@@ -70,14 +73,15 @@ def write_mp4(path: str, frames, fps: float, scale: int = 1, metadata: dict | No
     fps: frames per second.
     scale: integer nearest-neighbour upscale, so tiny toy clips are viewable.
     metadata: container tags (str -> str), e.g. provenance; `read_tags` reads them back.
+    seal: called with the finished temporary file before it is renamed into place (a signature).
   Odd sizes (after scaling) are padded to even by repeating the last row/column; the file then
   reads back at the padded size.
   """
-  write_video(path, _upscale(_check_frames(frames), scale), fps, metadata=metadata)
+  write_video(path, _upscale(_check_frames(frames), scale), fps, metadata=metadata, seal=seal)
 
 
 def write_video(path: str, frames, fps: float, *, codec: str = _MP4_CODEC, container: str | None = None,
-                rotation: int = 0, times=None, metadata: dict | None = None) -> None:
+                rotation: int = 0, times=None, metadata: dict | None = None, seal=None) -> None:
   """Writes frames with any PyAV encoder and container (e.g. libvpx-vp9 in webm, mpeg4 in mkv).
 
   Args:
@@ -95,7 +99,7 @@ def write_video(path: str, frames, fps: float, *, codec: str = _MP4_CODEC, conta
     raise ValueError(f"fps must be positive, got {fps!r}")
   options = _MP4_OPTIONS if codec == _MP4_CODEC else {}
   fmt = container or _container_format(path)
-  with _atomic_path(path) as tmp:
+  with _atomic_path(path, seal) as tmp:
     with av.open(tmp, mode="w", format=fmt,
                  options={"movflags": "use_metadata_tags"} if fmt in ("mp4", "mov") else {}) as out:
       out.metadata.update({str(k): str(v) for k, v in (metadata or {}).items()})
@@ -119,7 +123,7 @@ def _container_format(path: str) -> str:
   return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}.get(ext, "mp4")
 
 
-def write_gif(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None) -> None:
+def write_gif(path: str, frames, fps: float, scale: int = 1, metadata: dict | None = None, seal=None) -> None:
   """Writes frames [T, H, W, 3] uint8 as a GIF that loops forever.
 
   GIF stores delays in centiseconds, so the frame delay is rounded to 10 ms. Pillow merges
@@ -133,12 +137,12 @@ def write_gif(path: str, frames, fps: float, scale: int = 1, metadata: dict | No
   images = [Image.fromarray(frame) for frame in frames]
   # GIF has one comment: the frame delay (see video_reader) then the tags as JSON.
   comment = f"vdit frame_ms={duration_ms}" + (f" {json.dumps(metadata)}" if metadata else "")
-  with _atomic_path(path) as tmp:
+  with _atomic_path(path, seal) as tmp:
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                    duration=duration_ms, loop=0, comment=comment.encode())
 
 
-def write_png(path: str, image, metadata: dict | None = None) -> None:
+def write_png(path: str, image, metadata: dict | None = None, seal=None) -> None:
   """Writes one uint8 image shaped [H, W], [H, W, 3] or [H, W, 4] as PNG (metadata: tEXt chunks)."""
   image = np.asarray(image)
   channels_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
@@ -148,7 +152,7 @@ def write_png(path: str, image, metadata: dict | None = None) -> None:
   info = PngImagePlugin.PngInfo()
   for key, value in (metadata or {}).items():
     info.add_text(str(key), str(value))
-  with _atomic_path(path) as tmp:
+  with _atomic_path(path, seal) as tmp:
     Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 

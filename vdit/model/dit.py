@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vdit.model import lora as lora_lib
 from vdit.model import rope
 from vdit.model.attention import ATTENTION_OUTPUT, Attention
 from vdit.model.layers import MLP, Dense, LayerNorm, timestep_embedding
@@ -112,7 +113,8 @@ class DiT(nnx.Module):
   def __init__(self, *, in_channels, patch_size, dim, depth, num_heads, mlp_ratio, text_dim, rngs,
                freq_dim=256, rope_theta=10000.0, remat="none", frame_conditioning=False, attention="xla",
                context_parallel="none", scan_layers=True, qk_norm="per_head", time_activation="gelu_tanh",
-               attend_text_padding=False, interval_conditioning=False, dtype=jnp.float32, param_dtype=jnp.float32):
+               attend_text_padding=False, interval_conditioning=False, lora=None, dtype=jnp.float32,
+               param_dtype=jnp.float32):
     error = remat_error(remat)
     if error:
       raise ValueError(error)
@@ -143,8 +145,11 @@ class DiT(nnx.Module):
 
     def make_block(key):
       # Text is projected to `dim` by text_embed before the blocks see it.
-      return Block(dim, num_heads, int(dim * mlp_ratio), dim, rngs=nnx.Rngs(key), attention=attention,
-                   context_parallel=context_parallel, qk_norm=qk_norm, **kw)
+      block = Block(dim, num_heads, int(dim * mlp_ratio), dim, rngs=nnx.Rngs(key), attention=attention,
+                    context_parallel=context_parallel, qk_norm=qk_norm, **kw)
+      if lora is not None:  # a lora.LoRASpec: adapters on the targeted layers (fine-tuning)
+        lora_lib.attach(block, lora, nnx.Rngs(jax.random.fold_in(key, 1)), param_dtype)
+      return block
 
     block_def = nnx.graphdef(nnx.eval_shape(lambda: make_block(jax.random.key(0))))
     stacked = jax.vmap(lambda key: nnx.state(make_block(key)))(jax.random.split(rngs.params(), depth))

@@ -10,6 +10,7 @@ from flax import nnx
 from vdit.parallel import sharding
 
 from vdit.model.dit import VARIANTS, DiT
+from vdit.model.lora import LoRASpec
 from vdit.model.text_encoder import TextEncoder
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -73,10 +74,17 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
             remat=m.remat, frame_conditioning=m.frame_conditioning,
             attention=m.attention, context_parallel=m.context_parallel,
-            scan_layers=m.scan_layers, interval_conditioning=m.interval_conditioning, **VARIANTS[m.variant],
+            scan_layers=m.scan_layers, interval_conditioning=m.interval_conditioning, lora=lora_spec(config),
+            **VARIANTS[m.variant],
             rngs=rngs, dtype=dtype,
             param_dtype=param_dtype)
   return Generator(text_encoder, dit, prediction=m.prediction)
+
+def lora_spec(config) -> LoRASpec | None:
+  """The adapters a LoRA fine-tuning config puts on the DiT (None: lora.rank 0, no adapters)."""
+  lora = config.lora
+  return LoRASpec(lora.rank, lora.alpha or float(lora.rank), tuple(lora.targets)) if lora.rank else None
+
 
 def abstract_model(config):
   """(graphdef, abstract param State with logical-axis metadata), without allocating anything."""

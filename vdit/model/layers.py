@@ -32,13 +32,21 @@ class Dense(nnx.Module):
     self.bias = _init(nnx.initializers.zeros, rngs, out_shape, param_dtype, out_axes) if use_bias else None
     self.num_in = len(in_shape)
     self.dtype = dtype
+    # A LoRA adapter (vdit/model/lora.py attaches one): y += lora_scale * (x A) B, A [in..., r], B [r, out...].
+    self.lora_a = self.lora_b = None
+    self.lora_scale = 0.0
 
   def __call__(self, x):
     kernel = self.kernel[...].astype(self.dtype)
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel,
-                            ((tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in))), ((), ())))
+    x = x.astype(self.dtype)
+    contract = tuple(range(x.ndim - self.num_in, x.ndim))
+    y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.num_in))), ((), ())))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
+    if self.lora_a is not None:  # the low-rank path: never the [in, out] product, so no full-size gradient
+      h = jax.lax.dot_general(x, self.lora_a[...].astype(self.dtype), ((contract, tuple(range(self.num_in))), ((), ())))
+      y = y + self.lora_scale * jax.lax.dot_general(h, self.lora_b[...].astype(self.dtype),
+                                                    (((h.ndim - 1,), (0,)), ((), ())))
     return y
 
 

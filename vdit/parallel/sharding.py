@@ -42,6 +42,7 @@ DEFAULT_RULES = (
     ("norm", None),
     ("modulation", None),
     ("freq", None),
+    ("lora_rank", None),
 )
 
 _context = threading.local()

@@ -26,8 +26,6 @@ _FOREGROUND_DISTANCE = 60.0
 _MIN_DISPLACEMENT = 0.05
 _NONE = "none"
 
-_PALETTE_NAMES = tuple(toy_spec.COLOURS)
-_PALETTE_RGB = np.array([toy_spec.COLOURS[n] for n in _PALETTE_NAMES], np.float32)
 _BACKGROUND = np.array(toy_spec.BACKGROUND, np.float32)
 
 
@@ -36,21 +34,28 @@ def _foreground_mask(frames_thw3: np.ndarray) -> np.ndarray:
   return np.linalg.norm(diff, axis=-1) > _FOREGROUND_DISTANCE
 
 
-def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray) -> str:
+def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray, palette=toy_spec.COLOURS) -> str:
   """The palette colour that best explains the foreground as that colour blended over the background.
 
   Each foreground pixel p is fitted as bg + a (c - bg) with a in [0, 1] for every palette colour c;
   the colour with the smallest median residual wins. Soft or blurred edges (a < 1) darken a colour
   toward the background, which a nearest-RGB rule misreads (half-covered yellow is nearer orange);
-  the blend model reads them as the colour they are. 'none' without foreground.
+  the blend model reads them as the colour they are. 'none' without foreground. `palette`: {name: rgb}.
   """
   if not mask_thw.any():
     return _NONE
+  names = tuple(palette)
   pixels = frames_thw3[mask_thw].astype(np.float32) - _BACKGROUND  # [P, 3]
-  directions = _PALETTE_RGB - _BACKGROUND  # [K, 3]
+  directions = np.array([palette[n] for n in names], np.float32) - _BACKGROUND  # [K, 3]
   alpha = np.clip(pixels @ directions.T / np.sum(directions**2, axis=-1), 0.0, 1.0)  # [P, K]
   residual = np.linalg.norm(pixels[:, None, :] - alpha[..., None] * directions[None], axis=-1)
-  return _PALETTE_NAMES[int(np.argmin(np.median(residual, axis=0)))]
+  return names[int(np.argmin(np.median(residual, axis=0)))]
+
+
+def frame_colours(frames_thw3: np.ndarray) -> list[str]:
+  """The palette colour each frame shows ('none' for a frame without foreground)."""
+  frames_thw3 = np.asarray(frames_thw3)
+  return [predict_colour(frame[None], mask[None]) for frame, mask in zip(frames_thw3, _foreground_mask(frames_thw3))]
 
 
 def predict_shape(mask_thw: np.ndarray) -> str:
@@ -110,7 +115,7 @@ def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None
 
   Args:
     frames: uint8 [T, H, W, 3] RGB.
-    colour: a `toy_spec.COLOURS` name.
+    colour: a `toy_spec.COLOURS` or `toy_spec.NEW_COLOURS` name (judged against toy_spec.palette(colour)).
     direction: a `toy_spec.DIRECTIONS` name.
     shape: a `toy_spec.SHAPES` name, or None to leave shape unscored.
   Returns:
@@ -118,8 +123,9 @@ def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None
     with a shape); a prediction is 'none' (always wrong) when no foreground or no clear motion is
     found.
   """
-  if colour not in toy_spec.COLOURS:
-    raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(toy_spec.COLOURS)}")
+  if colour not in toy_spec.COLOURS and colour not in toy_spec.NEW_COLOURS:
+    raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(toy_spec.COLOURS)} or "
+                     f"{sorted(toy_spec.NEW_COLOURS)}")
   if direction not in toy_spec.DIRECTIONS:
     raise ValueError(
         f"unknown direction {direction!r}; expected one of {sorted(toy_spec.DIRECTIONS)}")
@@ -129,7 +135,7 @@ def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None
   if frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
   mask = _foreground_mask(frames)
-  pred_colour = predict_colour(frames, mask)
+  pred_colour = predict_colour(frames, mask, toy_spec.palette(colour))
   pred_direction = predict_direction(mask)
   verdict = {
       "pred_colour": pred_colour,

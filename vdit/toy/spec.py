@@ -18,6 +18,9 @@ COLOURS = {
     "white": (245, 245, 245),
     "orange": (250, 140, 20),
 }
+# Colours the base world never shows: concepts for fine-tuning to teach (`data_prep.toy_world
+# --colours=purple`). Far from every base colour and the background.
+NEW_COLOURS = {"purple": (120, 20, 160)}
 SHAPES = ("circle", "square", "triangle")
 # Unit motion per direction in image coordinates (x to the right, y downwards).
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
@@ -39,13 +42,23 @@ def parse_caption(text: str):
   if not match:
     return None
   colour, shape, direction = match.groups()
-  if colour not in COLOURS or shape not in SHAPES or direction not in DIRECTIONS:
+  if colour not in COLOURS and colour not in NEW_COLOURS or shape not in SHAPES or direction not in DIRECTIONS:
     return None
   return colour, shape, direction
 
 
-def all_combinations():
-  return [(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
+def all_combinations(colours=tuple(COLOURS)):
+  return [(c, s, d) for c in colours for s in SHAPES for d in DIRECTIONS]
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+  return COLOURS[colour] if colour in COLOURS else NEW_COLOURS[colour]
+
+
+def palette(colour: str) -> dict:
+  """The colours a clip of `colour` is told apart from: the base world's, plus the new colour
+  itself for a new-concept clip (so the base world is judged exactly as before)."""
+  return COLOURS if colour in COLOURS else {**COLOURS, colour: NEW_COLOURS[colour]}
 
 
 def shape_masks(shape: str, cx, cy, r: float, height: int, width: int) -> np.ndarray:

@@ -26,9 +26,12 @@ _MARGIN = 0.5  # Pixels kept clear between the shape and the frame edge.
 _MIN_SPEED = 0.5  # px/frame at 32 px; below this the direction is hard to see.
 
 
-def choose_held_out(num_held_out: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
-  """Picks combinations to hold out, keeping every pair of their attributes in training."""
-  combos = toy_spec.all_combinations()
+def choose_held_out(num_held_out: int, rng: np.random.Generator,
+                    colours=tuple(toy_spec.COLOURS)) -> list[tuple[str, str, str]]:
+  """Picks combinations to hold out, keeping every pair of their attributes in training (in a world
+  of new colours only, the base model knows shape x direction: the pairs with the colour count)."""
+  combos = toy_spec.all_combinations(colours)
+  base_world = any(c in toy_spec.COLOURS for c in colours)
   order = rng.permutation(len(combos))
   # Training count of every (colour, shape), (colour, direction), (shape, direction) pair.
   pair_counts = {}
@@ -40,7 +43,7 @@ def choose_held_out(num_held_out: int, rng: np.random.Generator) -> list[tuple[s
     if len(held_out) == num_held_out:
       break
     c, s, d = combos[i]
-    pairs = ((0, c, s), (1, c, d), (2, s, d))
+    pairs = ((0, c, s), (1, c, d), (2, s, d))[:3 if base_world else 2]
     if all(pair_counts[p] > 1 for p in pairs):
       for p in pairs:
         pair_counts[p] -= 1
@@ -61,7 +64,7 @@ def render_clip(colour, shape, direction, *, start, speed, radius, num_frames, h
   masks = toy_spec.shape_masks(shape, cx, cy, radius, height, width)
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   frames[:] = toy_spec.BACKGROUND
-  frames[masks] = toy_spec.COLOURS[colour]
+  frames[masks] = toy_spec.rgb(colour)
   return frames
 
 
@@ -88,15 +91,26 @@ def sample_motion(rng, direction, *, num_frames, height, width):
 
 def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, height: int = 32,
              width: int = 32, fps: int = 8, seed: int = 0, num_held_out: int = 8,
-             num_shards: int = 4, split: str = "train") -> dict:
+             num_shards: int = 4, split: str = "train", colours=tuple(toy_spec.COLOURS),
+             replay: float = 0.0, replay_held_out=()) -> dict:
   """Writes a toy dataset to output_dir and returns its metadata (also in metadata.json).
 
   split="train" draws clips of the combinations not held out; split="eval" draws clips of every
   combination (held-out ones included) from a separate random stream of the same seed: a
-  reference and validation set for `vdit.evaluate` that no training clip duplicates.
+  reference and validation set for `vdit.evaluate` that no training clip duplicates. `colours`:
+  the world's colours (default the base world's; e.g. ("purple",), a new concept to fine-tune on).
+  `replay`: the share of training clips drawn from the base world's combinations except
+  `replay_held_out` (its held-out ones), so fine-tuning on them keeps the base world as it was
+  (DreamBooth's prior preservation).
   """
+  unknown = [c for c in colours if c not in toy_spec.COLOURS and c not in toy_spec.NEW_COLOURS]
+  if unknown or not colours:
+    raise UserError(f"colours {unknown or '(none)'}: choose from {sorted(toy_spec.COLOURS)} or the new concepts "
+                    f"{sorted(toy_spec.NEW_COLOURS)}.")
   if split not in ("train", "eval"):
     raise UserError(f"split={split!r}; choose 'train' or 'eval'.")
+  if not 0.0 <= replay < 1.0:
+    raise UserError(f"replay={replay} must be in [0, 1): the share of base-world clips.")
   if num_clips < 1 or not 1 <= num_shards <= num_clips:
     raise UserError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
                     f"num_clips={num_clips}, num_shards={num_shards}.")
@@ -109,10 +123,10 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
         f"{num_frames} frames of {height}x{width} leave no room for visible motion; use fewer "
         "frames or a larger frame.")
   held_rng, train_rng, eval_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-  held_out = choose_held_out(num_held_out, held_rng)
-  train_combos = [c for c in toy_spec.all_combinations() if c not in held_out]
+  held_out = choose_held_out(num_held_out, held_rng, colours)
+  train_combos = [c for c in toy_spec.all_combinations(colours) if c not in held_out]
   clip_rng = train_rng if split == "train" else eval_rng
-  combos = train_combos if split == "train" else toy_spec.all_combinations()
+  combos = train_combos if split == "train" else toy_spec.all_combinations(colours)
 
   os.makedirs(output_dir, exist_ok=True)
   metadata_path = os.path.join(output_dir, "metadata.json")
@@ -121,7 +135,15 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
     os.remove(metadata_path)
 
   # Every combination of the split appears equally often (within one), in shuffled order.
-  combo_ids = clip_rng.permutation(np.resize(np.arange(len(combos)), num_clips))
+  if replay and split == "train":
+    replayed = [c for c in toy_spec.all_combinations() if c not in set(map(tuple, replay_held_out))]
+    num_replayed = int(round(num_clips * replay))
+    ids = np.concatenate([np.resize(np.arange(len(combos)), num_clips - num_replayed),
+                          len(combos) + np.resize(np.arange(len(replayed)), num_replayed)])
+    combos = combos + replayed
+    combo_ids = clip_rng.permutation(ids)
+  else:
+    combo_ids = clip_rng.permutation(np.resize(np.arange(len(combos)), num_clips))
   clips = []
   for combo_id in combo_ids:
     colour, shape, direction = combos[combo_id]
@@ -161,6 +183,8 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
       "split": split,
       "num_held_out": num_held_out,
       "num_train_combinations": len(train_combos),
+      "colours": list(colours),
+      "replay": replay if split == "train" else 0.0,
   }
   dataset_files.write_json(metadata_path, metadata)
   return metadata

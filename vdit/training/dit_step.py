@@ -10,14 +10,18 @@ from vdit.core import finite as finite_lib
 from vdit.diffusion import conditioning as cond_lib
 from vdit.diffusion import flow
 from vdit.media import pixels
+from vdit.model import lora
 
 
 
 def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: float, timestep_sampling: str,
                     logit_mean: float, logit_std: float, shift: float, patch_size, ema_decay: float,
                     conditioning=None, conditioning_max_frames: int = 1, grad_accum_steps: int = 1,
-                    skip_nonfinite: bool = False):
-  """Returns train_step(state, batch, key) -> (state, metrics).
+                    skip_nonfinite: bool = False, lora_dropout: float = 0.0):
+  """Returns train_step(state, batch, key, frozen=None) -> (state, metrics).
+
+  `frozen`: with LoRA, the base's parameters; state["params"] then holds the adapters alone, the
+  only parameters differentiated (with `lora_dropout`, vdit.model.lora.drop_inputs).
 
   `shift` 0 takes the timestep shift from the batch's token count (per bucket: larger videos
   get more noise), fixed when the step is traced for that shape.
@@ -41,9 +45,16 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
   are only reported (the loop stops before checkpointing them).
   """
 
-  def error_sum(params, x0, tokens, mask, t, noise, frame_mask):
+  def full_params(params, frozen, lora_key):
+    if frozen is None:
+      return params
+    if lora_dropout:
+      params = lora.drop_inputs(params, lora_key, lora_dropout)
+    return lora.combine(frozen, params)
+
+  def error_sum(params, frozen, lora_key, x0, tokens, mask, t, noise, frame_mask):
     """Sum of squared velocity errors over the generated frames (the loss before normalising)."""
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, full_params(params, frozen, lora_key))
     context = model.encode_text(tokens, mask)
     if frame_mask is None:
       x_t, target = flow.noisy_sample(x0, noise, t)
@@ -54,10 +65,10 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
     weight = (~frame_mask).astype(jnp.float32)[:, :, None, None, None]
     return jnp.sum(error * weight)
 
-  def loss_and_grads(params, inputs, count):
+  def loss_and_grads(params, frozen, lora_key, inputs, count):
     """Loss = error sum / count (the count does not depend on params); gradients alike."""
     if grad_accum_steps == 1:
-      total, grads = jax.value_and_grad(error_sum)(params, *inputs)
+      total, grads = jax.value_and_grad(error_sum)(params, frozen, lora_key, *inputs)
     else:
       # [B, ...] -> [k, B/k, ...] taking rows j, j+k, ...: each device's rows split evenly
       # across microbatches, so the batch sharding carries over without communication.
@@ -69,17 +80,18 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
 
       def accumulate(carry, micro):
         total, grads = carry
-        value, micro_grads = jax.value_and_grad(error_sum)(params, *micro)
+        value, micro_grads = jax.value_and_grad(error_sum)(params, frozen, lora_key, *micro)
         return (total + value, jax.tree.map(jnp.add, grads, micro_grads)), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
       (total, grads), _ = jax.lax.scan(accumulate, (jnp.float32(0.0), zeros), tuple(split(a) for a in inputs))
     return total / count, jax.tree.map(lambda g, p: (g / count).astype(p.dtype), grads, params)
 
-  def train_step(state, batch, key):
+  def train_step(state, batch, key, frozen=None):
     x0 = pixels.to_model_space(batch["video"])
     b = x0.shape[0]
     drop_key, time_key, noise_key, frame_key = jax.random.split(key, 4)
+    lora_key = jax.random.fold_in(key, 4)
     drop = jax.random.bernoulli(drop_key, caption_dropout, (b,))
     # tokens: ids [B, L], or cached text embeddings [B, L, D] for a frozen encoder.
     drop_text = drop.reshape((b,) + (1,) * (batch["tokens"].ndim - 1))
@@ -95,7 +107,7 @@ def make_train_step(graphdef, tx, *, empty_tokens, empty_mask, caption_dropout: 
     if conditioning is not None:
       frame_mask = cond_lib.sample_masks(frame_key, b, x0.shape[1], conditioning, conditioning_max_frames)
       count = jnp.sum(~frame_mask).astype(jnp.float32) * math.prod(x0.shape[2:])
-    loss, grads = loss_and_grads(state["params"], (x0, tokens, mask, t, noise, frame_mask), count)
+    loss, grads = loss_and_grads(state["params"], frozen, lora_key, (x0, tokens, mask, t, noise, frame_mask), count)
     return apply_gradients(state, loss, grads, tx, ema_decay=ema_decay, skip_nonfinite=skip_nonfinite)
 
   return train_step

@@ -3,7 +3,8 @@
 setup -> mesh -> input -> state -> evals and samples -> compiled step -> vdit.training.loop (which
 checkpoints, resumes, logs and handles preemption). Re-running with the same workdir resumes
 exactly from the latest checkpoint, data iterator included. With a `Teacher`, the same trainer
-distils a few-step student from it (vdit/training/distill_step.py; `python -m vdit.distill`).
+distils a few-step student from it (vdit/training/distill_step.py; `python -m vdit.distill`); with a
+`Base`, it trains LoRA adapters on that frozen model (`python -m vdit.finetune`).
 """
 import dataclasses
 import os
@@ -18,7 +19,7 @@ from vdit.config import config_io, prepare
 from vdit.vae import latents
 from vdit.parallel import sharding
 from vdit.training import train_state
-from vdit.model import factory
+from vdit.model import factory, lora
 from vdit.training import throughput as throughput_lib
 from vdit.data import bucket_plan, dataset_files, pipeline
 from vdit.diffusion import conditioning
@@ -50,6 +51,24 @@ class Teacher:
     return factory.abstract_model(self.config)[0], params
 
 
+@dataclasses.dataclass(frozen=True)
+class Base:
+  """The frozen model LoRA adapters train on: a workdir, its config (an Experiment) and the
+  checkpoint step (pinned when fine-tuning starts, so a resumed run trains on the same weights)."""
+  workdir: str
+  config: Any
+  step: int
+
+  def load(self, mesh) -> dict:
+    """The base's EMA parameters, sharded on `mesh` as training shards them."""
+    from vdit.config import pretrained
+    with pretrained.Checkpoints(self.workdir, self.config, mesh) as checkpoints:
+      step, = checkpoints.select(self.step)
+      params = checkpoints.restore(step)
+    logging.info("Base %s: step %d, frozen; training LoRA adapters on it.", self.workdir, step)
+    return params
+
+
 def _global_batch(local_batch, mesh):
   """Host-local numpy batch -> global jax arrays sharded over the batch axes (multi-host safe)."""
   def put(x):
@@ -58,11 +77,11 @@ def _global_batch(local_batch, mesh):
   return {k: put(np.asarray(v)) for k, v in local_batch.items()}
 
 
-def write_samples(config, sampler, state, step, workdir, writer):
-  """Samples the config's prompts with EMA weights; writes GIFs and a contact sheet summary."""
+def write_samples(config, sampler, params, step, workdir, writer):
+  """Samples the config's prompts with `params` (the EMA weights); writes GIFs and a contact sheet summary."""
   from vdit.media import video_io
   s = config.sample
-  sampler.params = state["ema"]
+  sampler.params = params
   videos = sampler.generate(s.prompts, list(range(len(s.prompts))),
                             num_frames=s.num_frames, height=s.height, width=s.width,
                             channels=config.model.in_channels, patch_size=config.model.patch_size,
@@ -77,7 +96,7 @@ def write_samples(config, sampler, state, step, workdir, writer):
     writer.write_images(step, {"samples": sheet[None]})
 
 
-def _make_periodic_eval(config, workdir, mesh):
+def _make_periodic_eval(config, workdir, mesh, generator_params):
   """A callback running the eval config on the EMA weights every eval.every_steps (True when it ran)."""
   e = config.eval
   if not e.every_steps:
@@ -96,7 +115,7 @@ def _make_periodic_eval(config, workdir, mesh):
   def run_eval(step, state, writer):
     if step % e.every_steps:
       return False
-    results = evaluator.run(state["ema"], step)
+    results = evaluator.run(generator_params(state["ema"]), step)
     scalars = {f"eval/{k}": v for k, v in results["metrics"].items() if v is not None}
     writer.write_scalars(step, scalars)
     logging.info("Step %d eval (%s): %s", step, eval_config.name,
@@ -108,7 +127,8 @@ def _make_periodic_eval(config, workdir, mesh):
 
 def build_train_step(config, mesh, tx, tokenizer, teacher_graphdef=None, guidance: float = 0.0):
   """The jitted step: state donated, state shardings pinned, activation rules applied while tracing.
-  With a teacher graph: the distillation step, step(state, teacher_params, batch, key).
+  With a teacher graph: the distillation step, step(state, teacher_params, batch, key); with LoRA
+  (config.lora.rank): step(state, base_params, batch, key).
 
   jit compiles once per batch shape (bucket) and caches it."""
   graphdef, _ = factory.abstract_model(config)
@@ -137,7 +157,15 @@ def build_train_step(config, mesh, tx, tokenizer, teacher_graphdef=None, guidanc
       logit_mean=d.logit_mean, logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
       ema_decay=config.optim.ema_decay,
       conditioning=conditioning_probabilities, conditioning_max_frames=config.train.conditioning_max_frames,
-      grad_accum_steps=config.train.grad_accum_steps, skip_nonfinite=nonfinite.skips(config.train))
+      grad_accum_steps=config.train.grad_accum_steps, skip_nonfinite=nonfinite.skips(config.train),
+      lora_dropout=config.lora.dropout)
+  if config.lora.rank:
+
+    def traced_lora_step(state, base_params, batch, key):
+      with sharding.activation_rules(sharding.DEFAULT_RULES):
+        return step_fn(state, batch, key, frozen=base_params)
+
+    return jax.jit(traced_lora_step, out_shardings=(shardings, None), donate_argnums=0)
 
   def traced_step(state, batch, key):
     with sharding.activation_rules(sharding.DEFAULT_RULES):
@@ -165,9 +193,9 @@ def _overlay(tree: dict, values: dict) -> dict:
           for k, v in tree.items()}
 
 
-def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None):
-  """Trains (or resumes) the DiT in `workdir` (a student of `teacher`, if given); returns the final
-  train state."""
+def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None, base: Base | None = None):
+  """Trains (or resumes) the DiT in `workdir` (a student of `teacher`, or LoRA adapters on `base`,
+  if given); returns the final train state."""
   # ---- Setup (every check of the input before the loop writes anything) --------------------------
   config = prepare.for_training(config)  # the boundary: checked, completed from the data, frozen
   workdir = os.path.abspath(workdir)
@@ -178,10 +206,17 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None):
   batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(), jax.process_count())
 
+  # ---- Frozen models: the teacher, or the base under the adapters -------------------------------
+  teacher_graphdef, teacher_params = teacher.load(mesh) if teacher else (None, None)
+  base_params = base.load(mesh) if base else None
+  frozen_args = (teacher_params,) if teacher else (base_params,) if base else ()
+  # What samples and evals run: the EMA weights, with LoRA laid over the frozen base.
+  generator_params = (lambda ema: lora.combine(base_params, ema)) if base else (lambda ema: ema)
+
   # ---- Evals and samples (built first: a bad eval config fails before anything else) ------------
   throughput = throughput_lib.for_devices(config)  # per logged window; samples and evals restart it
   callbacks = []
-  evaluation = _make_periodic_eval(config, workdir, mesh)
+  evaluation = _make_periodic_eval(config, workdir, mesh, generator_params)
   if tr.sample_every:
     # A frozen text encoder is loaded for samples only when they are asked for.
     graphdef, _ = factory.abstract_model(config)
@@ -190,7 +225,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None):
 
     def sample(step, state, writer):
       if step % tr.sample_every == 0:
-        write_samples(config, sampler, state, step, workdir, writer)
+        write_samples(config, sampler, generator_params(state["ema"]), step, workdir, writer)
         throughput.restart()  # samples are not training time
     callbacks.append(sample)
   if evaluation is not None:
@@ -220,14 +255,12 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | None = None):
   schedule = train_state.learning_rate_schedule(config.optim, tr.num_steps)
 
   # ---- Compiled step -----------------------------------------------------------------------------
-  teacher_graphdef, teacher_params = teacher.load(mesh) if teacher else (None, None)
   jit_step = build_train_step(config, mesh, tx, tokenizer, teacher_graphdef, teacher.guidance if teacher else 0.0)
-  teacher_args = (teacher_params,) if teacher else ()
 
   def train_step(state, batch, key):
     throughput.step(batch["video"].shape)
     with jax.set_mesh(mesh):
-      return jit_step(state, *teacher_args, batch, key)
+      return jit_step(state, *frozen_args, batch, key)
 
   def init_state(key):
     if teacher:

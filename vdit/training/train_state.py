@@ -2,6 +2,8 @@
 
 state = {"params": ..., "ema": ..., "opt_state": ..., "step": int32}. Parameter shardings come from
 each parameter's logical axes and the rules table; the optimizer state mirrors its parameters.
+With LoRA (config.lora.rank > 0) the state's parameters are the adapters alone: the frozen base
+is an argument of the step, never trained, checkpointed or written.
 """
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,13 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vdit.parallel import sharding
+from vdit.model import lora
 from vdit.model.factory import init_params, param_shardings
+
+
+def trainable(config, params: dict) -> dict:
+  """The parameters a run trains: all of them, or with LoRA the adapters alone."""
+  return lora.adapter_params(params) if config.lora.rank else params
 
 
 def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
@@ -30,26 +38,18 @@ def learning_rate_schedule(optim_config, num_steps: int):
       decay_steps=max(num_steps, warmup + 1), end_value=optim_config.peak_lr * optim_config.end_lr_fraction)
 
 
-
-
-
-
-
-
 def state_shardings(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
-  params = param_shardings(config, mesh, rules)
+  params = trainable(config, param_shardings(config, mesh, rules))
   replicated = NamedSharding(mesh, P())
-  abstract_params = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  abstract_params = jax.eval_shape(lambda: trainable(config, init_params(config, jax.random.key(0))))
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
                               transform_non_params=lambda _: replicated)
   return {"params": params, "ema": params, "opt_state": opt, "step": replicated}
 
 
-
-
 def initial_state(config, tx, key) -> dict:
-  params = init_params(config, key)
+  params = trainable(config, init_params(config, key))
   return {"params": params, "ema": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 

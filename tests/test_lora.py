@@ -1,0 +1,208 @@
+"""LoRA fine-tuning (vdit.finetune) and adapters in the diffusers/PEFT convention: the low-rank path
+equals its merged kernel, files round-trip under diffusers names, a tiny fine-tune trains adapters
+alone on a frozen base (which it never writes) and lowers the loss on a new colour, sampling with
+an adapter at scale 0 is the base exactly, merging equals sampling with --lora, and bad adapters
+are one error line."""
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.helpers import cli, make_toy_data
+from vdit.interop.wan import lora_weights
+from vdit.model import lora
+
+pytestmark = pytest.mark.slow  # trains a tiny base, then adapters on it
+
+
+def test_low_rank_path_equals_the_merged_kernel():
+  """Dense with an adapter computes x (W + s A B) + b, for plain and head-shaped kernels; B starts at 0."""
+  import types
+  from flax import nnx
+  from vdit.model.layers import Dense
+  for in_shape, in_axes, out_shape, out_axes in (((12,), ("embed",), (3, 4), ("heads", "kv")),
+                                                 ((3, 4), ("heads", "kv"), (12,), ("embed",))):
+    dense = Dense(in_shape, out_shape, in_axes=in_axes, out_axes=out_axes, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (5,) + in_shape)
+    plain = np.asarray(dense(x))
+    lora.attach(types.SimpleNamespace(mlp=types.SimpleNamespace(up=dense)),
+                lora.LoRASpec(rank=2, alpha=3.0, targets=("mlp.up",)), nnx.Rngs(1))
+    np.testing.assert_array_equal(np.asarray(dense(x)), plain)  # B = 0: the base exactly
+    dense.lora_b = nnx.data(nnx.LoRAParam(jax.random.normal(jax.random.key(2), dense.lora_b.shape)))
+    merged = lora.merge({"d": {"kernel": dense.kernel[...]}},
+                        [({"d": {"lora_a": dense.lora_a[...], "lora_b": dense.lora_b[...]}}, 1.5)])["d"]["kernel"]
+    expected = jnp.tensordot(x, merged, len(in_shape)) + dense.bias[...]
+    np.testing.assert_allclose(np.asarray(dense(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+  """A tiny base trained until its blocks' adaLN gates open (adapters on the blocks act through them),
+  and a tiny world of the new colour."""
+  root = tmp_path_factory.mktemp("lora")
+  data = make_toy_data(root / "data")
+  workdir = root / "base"
+  result = cli("vdit.main", "--config=tests/tiny.py:" + data, f"--workdir={workdir}", "--config.train.num_steps=30",
+               "--config.train.checkpoint_every=30", "--config.train.log_every=30", "--config.optim.peak_lr=3e-3")
+  assert result.returncode == 0, result.stderr[-3000:]
+  from vdit.toy import world
+  world.generate(str(root / "purple"), num_clips=64, num_frames=6, height=16, width=16, num_held_out=1, num_shards=1,
+                 colours=("purple",))
+  return root, workdir
+
+
+def _digest(directory) -> str:
+  h = hashlib.sha256()
+  for dirpath, _, files in sorted(os.walk(directory)):
+    for name in sorted(files):
+      with open(os.path.join(dirpath, name), "rb") as f:
+        h.update(name.encode() + f.read())
+  return h.hexdigest()
+
+
+def _params(workdir):
+  from vdit.config import pretrained
+  from vdit.parallel import sharding
+  config = pretrained.load_config(str(workdir))
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  with pretrained.Checkpoints(str(workdir), config, mesh) as checkpoints:
+    return config, mesh, checkpoints.restore(checkpoints.select(None)[0])
+
+
+def _purple_loss(config, params, data_dir) -> float:
+  """The flow loss of `params` on the purple clips, fixed noise and times (lower: fits them better)."""
+  from flax import nnx
+  from vdit.data import dataset_files
+  from vdit.diffusion import flow
+  from vdit.media import pixels
+  from vdit.model import factory
+  from vdit.text import tokenizer as tokenizer_lib
+  clips = dataset_files.read_clips(data_dir, limit=16)
+  video = pixels.to_model_space(jnp.asarray(np.stack([c["frames"][:4] for c in clips])))
+  tokenizer = tokenizer_lib.Tokenizer(max_length=config.text.max_length)
+  tokens, mask = tokenizer.encode_batch([c["caption"] for c in clips])
+  model = nnx.merge(factory.abstract_model(config)[0], params)
+  t = jnp.linspace(0.2, 0.9, len(clips))
+  noise = jax.random.normal(jax.random.key(0), video.shape)
+  x_t, target = flow.noisy_sample(video, noise, t)
+  return float(jnp.mean(jnp.square(model.velocity(x_t, t, model.encode_text(tokens, mask), mask) - target)))
+
+
+def test_finetune_trains_adapters_alone_resumes_and_learns(base, tmp_path):
+  root, base_workdir = base
+  before = _digest(base_workdir)
+  workdir = tmp_path / "lora"
+  args = ("vdit.finetune", f"--base={base_workdir}", f"--workdir={workdir}", "--config=configs/finetune_toy.py",
+          f"--config.data_dir={root / 'purple'}",
+          "--config.rank=4", "--config.peak_lr=1e-2", "--config.ema_decay=0", "--config.warmup_steps=2", "--config.log_every=5",
+          "--config.checkpoint_every=15")
+  result = cli(*args, "--config.num_steps=15")
+  assert result.returncode == 0, result.stderr[-3000:]
+  result = cli(*args, "--config.num_steps=40")  # resumes from step 15 (same adapters, same base step)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _digest(base_workdir) == before  # the base is never written
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["lora"]["rank"] == 4 and config["finetune"]["base"] == str(base_workdir)
+  assert config["finetune"]["base_step"] == 30
+  losses = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in losses if "loss" in m] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+  # Checkpoints and the adapter file hold the adapters alone, under diffusers/PEFT names.
+  from vdit.core import weights
+  tensors, metadata = weights.load(str(workdir / "adapter.safetensors"))
+  assert "transformer.blocks.1.attn2.to_q.lora_A.weight" in tensors  # the toy settings adapt cross-attention
+  assert "transformer.blocks.0.attn2.to_out.0.lora_B.weight" in tensors
+  assert all(".lora_A.weight" in k or ".lora_B.weight" in k for k in tensors)
+  peft = json.loads(metadata[lora_weights.METADATA_KEY])
+  assert peft["transformer.r"] == 4 and peft["transformer.lora_alpha"] == 4.0
+  base_config, mesh, base_params = _params(base_workdir)
+  total = sum(np.size(x) for x in jax.tree.leaves(base_params))
+  trained = sum(np.size(x) for x in tensors.values())
+  assert trained < 0.2 * total, (trained, total)
+
+  # The adapter lowers the flow loss on the new colour; at scale 0 the base comes back exactly.
+  purple = str(root / "purple")
+  adapted = lora_weights.apply(base_params, [(str(workdir / "adapter.safetensors"), 1.0)])
+  assert _purple_loss(base_config, adapted, purple) < 0.97 * _purple_loss(base_config, base_params, purple)  # 0.95 seen
+  unchanged = lora_weights.apply(base_params, [(str(workdir / "adapter.safetensors"), 0.0)])
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), unchanged, base_params)
+
+  # merge writes a workdir holding exactly the adapted weights; sampling it equals sampling with --lora.
+  merged = tmp_path / "merged"
+  result = cli("vdit.finetune", "merge", f"--base={base_workdir}", f"--lora={workdir / 'adapter.safetensors'}:1",
+               f"--workdir={merged}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  _, _, merged_params = _params(merged)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6),
+               merged_params, adapted)
+  outs = {}
+  for name, sample_args in (("lora", (f"--workdir={base_workdir}", f"--lora={workdir / 'adapter.safetensors'}")),
+                            ("merged", (f"--workdir={merged}",))):
+    outs[name] = tmp_path / f"out_{name}"
+    result = cli("vdit.sample", *sample_args, "--prompt=a purple circle moving left", f"--out={outs[name]}",
+                 "--steps=2", "--scale=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((outs["lora"] / "index.jsonl").read_text())
+  assert record["lora"] == [{"file": str(workdir / "adapter.safetensors"), "scale": 1.0}]
+  from vdit.media import video_reader
+  np.testing.assert_allclose(video_reader.read_video(str(outs["lora"] / "000.mp4")).astype(int),
+                             video_reader.read_video(str(outs["merged"] / "000.mp4")).astype(int), atol=2)
+
+  # A fine-tuning workdir is sampled through its base: one line that says how.
+  refused = cli("vdit.sample", f"--workdir={workdir}", "--prompt=a", f"--out={tmp_path / 'x'}")
+  assert refused.returncode == 2 and "--lora=" in refused.stderr.splitlines()[-1]
+  assert not (tmp_path / "x").exists()
+
+
+def test_adapter_files_round_trip_and_mismatches_name_the_tensor(base, tmp_path):
+  _, base_workdir = base
+  _, _, params = _params(base_workdir)
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  blocks = params["dit"]["blocks"]
+  depth = blocks["mlp"]["up"]["kernel"].shape[0]
+  rng = np.random.default_rng(0)
+  layers = ("self_attn.query", "self_attn.out", "mlp.down")
+  adapter = {"dit": {"blocks": {}}}
+  for layer in layers:
+    node, kernel = adapter["dit"]["blocks"], blocks
+    for name in layer.split("."):
+      node, kernel = node.setdefault(name, {}), kernel[name]
+    num_in = 2 if layer.endswith("out") else 1
+    shape = kernel["kernel"].shape
+    node["lora_a"] = rng.normal(size=shape[:1 + num_in] + (3,)).astype(np.float32)
+    node["lora_b"] = rng.normal(size=(depth, 3) + shape[1 + num_in:]).astype(np.float32)
+  path = str(tmp_path / "a.safetensors")
+  lora_weights.save(path, adapter, rank=3, alpha=6.0, layers=layers)
+  loaded = lora_weights.load(path, shapes)
+  for layer in layers:
+    got, want = loaded["dit"]["blocks"], adapter["dit"]["blocks"]
+    for name in layer.split("."):
+      got, want = got[name], want[name]
+    np.testing.assert_allclose(got["lora_a"], want["lora_a"], rtol=1e-6)
+    np.testing.assert_allclose(got["lora_b"], want["lora_b"] * 2.0, rtol=1e-6)  # alpha / rank folded in
+
+  from vdit.core import weights
+  tensors, metadata = weights.load(path)
+  cases = {
+      "wrong_shape": ({**tensors, "transformer.blocks.0.attn1.to_q.lora_A.weight": np.zeros((3, 7), np.float32)},
+                      "'transformer.blocks.0.attn1.to_q.lora_A.weight' has shape (3, 7), the base needs (3, 32)"),
+      "no_lora": ({"blocks.0.attn1.to_q.weight": np.zeros((4, 4), np.float32)}, "is not a LoRA tensor"),
+      "deeper": ({**tensors, "transformer.blocks.9.ffn.net.2.lora_A.weight": tensors[
+          "transformer.blocks.0.ffn.net.2.lora_A.weight"], "transformer.blocks.9.ffn.net.2.lora_B.weight": tensors[
+              "transformer.blocks.0.ffn.net.2.lora_B.weight"]}, "is for block 9, but the base has 2 blocks"),
+  }
+  for name, (bad, message) in cases.items():
+    bad_path = str(tmp_path / f"{name}.safetensors")
+    weights.save(bad_path, bad, metadata)
+    with pytest.raises(lora_weights.AdapterError, match=None) as error:
+      lora_weights.load(bad_path, shapes)
+    assert message in str(error.value), str(error.value)
+  # The command contract: one line, exit 2, nothing written.
+  result = cli("vdit.sample", f"--workdir={base_workdir}", "--prompt=a", f"--out={tmp_path / 'out'}",
+               f"--lora={tmp_path / 'wrong_shape.safetensors'}:0.5")
+  assert result.returncode == 2 and "has shape (3, 7)" in result.stderr.splitlines()[-1]
+  assert not (tmp_path / "out").exists()
