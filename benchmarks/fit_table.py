@@ -25,12 +25,14 @@ CLIPS = {"480p x 81f": (21, 60, 104), "720p x 81f": (21, 90, 160), "480p x 1 min
 WAN_1P3B, WAN_14B = "configs/wan_1p3b.py", "configs/wan_14b.py"
 
 
-def _row(name, config, topology, clip, per_chip, mesh, remat="full", attention="splash", context_parallel="none"):
+def _row(name, config, topology, clip, per_chip, mesh, remat="full", attention="splash", context_parallel="none",
+         lora_rank=0):
   chips = 1
   for size in mesh.values():
     chips *= size
   return dict(name=name, config=config, topology=topology, clip=clip, per_chip=per_chip, mesh=mesh, remat=remat,
-              attention=attention, context_parallel=context_parallel, global_batch=max(1, round(per_chip * chips)))
+              attention=attention, context_parallel=context_parallel, global_batch=max(1, round(per_chip * chips)),
+              lora_rank=lora_rank)
 
 
 ROWS = [
@@ -41,6 +43,9 @@ ROWS = [
     _row("1p3b_v5p8_b8", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 81f", 8, {"fsdp": 4}),
     _row("1p3b_v5p8_b12", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 81f", 12, {"fsdp": 4}),
     _row("1p3b_v5e4_b1", WAN_1P3B, "tpu:v5e:2x2", "480p x 81f", 1, {"fsdp": 4}),
+    # LoRA fine-tuning (rank 32 on self-/cross-attention and FFN; the base frozen, FSDP-sharded): what
+    # full training cannot fit on 4 v5e chips.
+    _row("1p3b_v5e4_b1_lora32", WAN_1P3B, "tpu:v5e:2x2", "480p x 81f", 1, {"fsdp": 4}, lora_rank=32),
     _row("1p3b_v6e4_b1", WAN_1P3B, "tpu:v6e:2x2", "480p x 81f", 1, {"fsdp": 4}),
     _row("1p3b_v6e4_b2", WAN_1P3B, "tpu:v6e:2x2", "480p x 81f", 2, {"fsdp": 4}),
     _row("14b_v5p64_b1", WAN_14B, "tpu:v5p:2x4x4", "720p x 81f", 1, {"fsdp": 32}),
@@ -63,7 +68,8 @@ def run_row(row: dict, timeout: int) -> dict:
              f"--topology={row['topology']}", f"--num_frames={frames}", f"--height={height}", f"--width={width}",
              f"--config.train.global_batch_size={row['global_batch']}", f"--config.model.remat={row['remat']}",
              f"--config.model.attention={row['attention']}",
-             f"--config.model.context_parallel={row['context_parallel']}", *mesh_flags]
+             f"--config.model.context_parallel={row['context_parallel']}", f"--config.lora.rank={row['lora_rank']}",
+             *mesh_flags]
   start = time.perf_counter()
   try:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -80,7 +86,8 @@ def markdown(rows: list) -> str:
            "total GiB / HBM | fits | model TFLOPs/step | compile s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
-    model = "Wan-14B" if row["config"] == WAN_14B else "Wan-1.3B"
+    model = ("Wan-14B" if row["config"] == WAN_14B else "Wan-1.3B") + (
+        f" LoRA r{row['lora_rank']}" if row.get("lora_rank") else "")
     mesh = " ".join(f"{axis}={size}" for axis, size in row["mesh"].items())
     attention = row["attention"] + ("" if row["context_parallel"] == "none" else f" + {row['context_parallel']}")
     head = f"| {model} | {row['clip']} | {row['topology'][4:]} | {mesh} | {row['per_chip']:g} | {attention} | {row['remat']} |"

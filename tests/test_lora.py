@@ -39,6 +39,17 @@ def test_low_rank_path_equals_the_merged_kernel():
     np.testing.assert_allclose(np.asarray(dense(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
+def test_dropout_drops_whole_input_rows_of_a_and_rescales_the_rest():
+  a = jnp.ones((2, 400, 3))  # [layers, in, rank]
+  tree = {"blocks": {"mlp": {"up": {"lora_a": a, "lora_b": jnp.ones((2, 3, 5))}}}}
+  dropped = lora.drop_inputs(tree, jax.random.key(0), 0.25)["blocks"]["mlp"]["up"]
+  rows = np.asarray(dropped["lora_a"])
+  np.testing.assert_allclose(np.unique(rows), [0.0, 1 / 0.75], rtol=1e-6)
+  assert (rows == rows[..., :1]).all()  # a row goes whole
+  assert 0.18 < (rows[..., 0] == 0).mean() < 0.32
+  np.testing.assert_array_equal(np.asarray(dropped["lora_b"]), 1.0)  # B untouched
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
   """A tiny base trained until its blocks' adaLN gates open (adapters on the blocks act through them),
@@ -206,3 +217,55 @@ def test_adapter_files_round_trip_and_mismatches_name_the_tensor(base, tmp_path)
                f"--lora={tmp_path / 'wrong_shape.safetensors'}:0.5")
   assert result.returncode == 2 and "has shape (3, 7)" in result.stderr.splitlines()[-1]
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.reference
+def test_parity_with_a_diffusers_peft_adapter(tmp_path):
+  """A tiny random diffusers WanTransformer3DModel with a PEFT LoRA (random non-zero A and B),
+  saved the way diffusers saves LoRAs, converted (base) and loaded (adapter) by vdit: outputs agree
+  with torch's, adapter active, within 1e-4 of the output's scale."""
+  torch = pytest.importorskip("torch", reason="parity needs the test-only extra torch (CPU)")
+  pytest.importorskip("peft", reason="parity needs the test-only extra peft")
+  diffusers = pytest.importorskip("diffusers", reason="parity needs the test-only extra diffusers")
+  from flax import nnx
+  from peft import LoraConfig
+  from peft.utils import get_peft_model_state_dict
+  from tests.test_wan_dit import _REL_TOL, _WAN, _inputs, _vdit_forward
+  from vdit.interop.wan import dit_weights as convert
+  torch.manual_seed(0)
+  cfg = {k: v for k, v in _WAN.items() if not k.startswith("_")}
+  ref = diffusers.WanTransformer3DModel(**dict(cfg, patch_size=tuple(cfg["patch_size"]))).eval()
+  with torch.no_grad():
+    for name, p in ref.named_parameters():
+      p.copy_(torch.randn_like(p) * (1.0 if p.ndim < 2 or "scale_shift" in name else p.shape[1] ** -0.5))
+      if "norm" in name and name.endswith("weight"):
+        p.add_(1.0)
+  ref.save_pretrained(str(tmp_path / "wan"), safe_serialization=True)
+  out = str(tmp_path / "dit.safetensors")
+  convert.convert("wan2.1", str(tmp_path / "wan"), str(tmp_path / "wan" / "config.json"), out)
+  dit = convert.load_dit(out)
+
+  targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
+  ref.add_adapter(LoraConfig(r=4, lora_alpha=6, target_modules=targets, init_lora_weights=False))
+  with torch.no_grad():  # B random too (PEFT's init leaves it small): the adapter must matter
+    for name, p in ref.named_parameters():
+      if "lora_B" in name:
+        p.copy_(torch.randn_like(p) * 0.3)
+  diffusers.WanPipeline.save_lora_weights(str(tmp_path / "adapter"), transformer_lora_layers=get_peft_model_state_dict(ref),
+                                          transformer_lora_adapter_metadata=ref.peft_config["default"].to_dict())
+  adapter = str(tmp_path / "adapter" / "pytorch_lora_weights.safetensors")
+
+  params = {"dit": nnx.to_pure_dict(nnx.state(dit, nnx.Param))}
+  merged = lora_weights.apply(params, [(adapter, 1.0)])
+  nnx.update(dit, nnx.State(merged["dit"]))
+  x, t, context = _inputs(frames=3)
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x), torch.from_numpy(t * 1000), torch.from_numpy(context), return_dict=False)[0].numpy()
+  got = _vdit_forward(dit, x, t, context)
+  scale, err = np.abs(want).max(), np.abs(got - want).max()
+  print(f"LoRA parity: max abs error {err:.3g}, output scale {scale:.3g}, relative {err / scale:.3g}")
+  assert err <= _REL_TOL * scale
+  ref.disable_adapters()
+  with torch.no_grad():
+    base = ref(torch.from_numpy(x), torch.from_numpy(t * 1000), torch.from_numpy(context), return_dict=False)[0].numpy()
+  assert np.abs(base - want).max() > 0.05 * scale  # the adapter changes the output: the check above bites
