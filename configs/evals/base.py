@@ -38,4 +38,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
   # cache: "" = the model's sample.cache, else none | cfg | block (vdit/diffusion/caching.py).
   c.sample = ml_collections.ConfigDict({"steps": 0, "cfg": -1.0, "sampler": "", "cache": "", "batch_size": 32})
   c.gallery = ml_collections.ConfigDict({"max_videos": 64, "fps": 8, "scale": 4})
+  # A safety policy file (vdit/safety/policy.py; e.g. configs/safety/toy_no_red.json) run over the
+  # prompts and the generated videos: block/flag rates per category in results.json. "": off.
+  c.safety = ml_collections.ConfigDict({"policy": ""})
   return c

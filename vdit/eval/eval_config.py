@@ -85,3 +85,6 @@ def validate(c) -> None:
            f"sample.cache={c.sample.cache!r}; choose one of {('',) + CACHE_MODES} ('': the model's).")
   _require(c.gallery.max_videos >= 0 and c.gallery.scale >= 1 and c.gallery.fps > 0,
            "gallery.max_videos >= 0, gallery.scale >= 1 and gallery.fps > 0.")
+  if c.safety.policy:
+    from vdit.safety import policy
+    policy.load(c.safety.policy)  # a missing or malformed policy: one line naming the file and line

@@ -64,6 +64,11 @@ class Evaluator:
     if not self.prompts:
       raise EvalError("the eval prompt set is empty; check eval config `prompts`.")
     self.tokenizer.encode_batch(self.prompts)  # a prompt too long for the model: PromptError
+    self.safety = None
+    if c.safety.policy:
+      from vdit.eval.safety_stage import SafetyStage
+      from vdit.safety import policy
+      self.safety = SafetyStage(policy.load(c.safety.policy), self.prompts)
     self.seeds = [c.seed + i for i in range(len(self.prompts))]
     self.features = self.aligner = None
     if c.features.path and any(c.metrics[m] for m in ("fvd", "fid", "kid", "temporal")):
@@ -146,7 +151,15 @@ class Evaluator:
     if val:
       metrics["val_loss"] = float(np.mean(val["loss"]))
     timing["val_loss_s"] = round(time.time() - t0, 2)
-    results = self._results(step, metrics, skipped, per_video, val, timing)
+    safety = None
+    if self.safety:
+      t0 = time.time()
+      safety = self.safety.review(videos)
+      videos = safety[2]  # the gallery shows what vdit.sample would write
+      metrics["safety_blocked_rate"], metrics["safety_flagged_rate"] = (safety[0]["blocked_rate"],
+                                                                        safety[0]["flagged_rate"])
+      timing["safety_s"] = round(time.time() - t0, 2)
+    results = self._results(step, metrics, skipped, per_video, val, timing, safety)
     if write:
       import jax
       if jax.process_index() == 0:
@@ -154,12 +167,15 @@ class Evaluator:
         report.write(self.out_dir, results, videos, self.c.gallery)
     return results
 
-  def _results(self, step, metrics, skipped, per_video, val, timing) -> dict:
+  def _results(self, step, metrics, skipped, per_video, val, timing, safety=None) -> dict:
     from vdit.media import provenance
+    eval_config = json.loads(self.c.to_json())
+    if not self.c.safety.policy:
+      del eval_config["safety"]  # off: results.json exactly as before policies existed
     results = {
         "format": "vdit-eval", "version": 1, "eval_name": self.c.name, "step": int(step),
         "workdir": self.workdir, "config_hash": provenance.config_hash(self.workdir),
-        "vdit_version": provenance.version(), "eval_config": json.loads(self.c.to_json()),
+        "vdit_version": provenance.version(), "eval_config": eval_config,
         "sample_options": self.sample_options, "seeds": self.seeds, "num_samples": len(self.prompts),
         "num_reference": len(self.reference), "metrics": metrics, "skipped": skipped,
         "reference_metrics": self.reference_stats.get("metrics", {}),
@@ -171,4 +187,8 @@ class Evaluator:
     }
     if val:
       results["val_loss_by_timestep"] = val
+    if safety:
+      results["safety"] = safety[0]
+      for entry, record in zip(results["videos"], safety[1]):
+        entry["safety"] = record
     return results

@@ -11,7 +11,9 @@ Layout the evaluator writes (every path in results.json is relative to its step 
 results.json: {"format": "vdit-eval", "version": 1, "eval_name", "step", "workdir", "config_hash",
 "eval_config", "seeds", "num_samples", "num_reference", "metrics": {name: float|null},
 "skipped": {name: reason}, "val_loss_by_timestep": {"timesteps": [...], "loss": [...]},
-"videos": [{"index", "prompt", "seed", "webm", "mp4", "scores": {name: bool|float|null}}]}.
+"videos": [{"index", "prompt", "seed", "webm", "mp4", "scores": {name: bool|float|null}}]}; with an eval
+safety policy also "safety" (vdit.eval.safety_stage) and a "safety" decision per video (a blocked
+one has no files: its card says it was withheld).
 
 Every value from results (prompts above all) is HTML-escaped; a video whose sources all fail to
 load, or that fails to decode, gets the card class `broken` and a visible note.
@@ -86,6 +88,7 @@ def write_gallery(step_dir: str, results: dict, plots: Sequence[str] = ()) -> st
       _header(results),
       "<h2>Metrics</h2>",
       _metrics_table(results.get("metrics") or {}, results.get("skipped") or {}),
+      *([_safety_table(results["safety"])] if results.get("safety") else []),
       _plots_html(plots),
       f"<h2>Samples ({len(videos)})</h2>",
       f'<div class="grid">\n{cards}\n</div>' if videos else "<p>No videos in results.</p>",
@@ -221,6 +224,16 @@ def _metrics_table(metrics: dict, skipped: dict) -> str:
           + "\n".join(rows) + "\n</table>")
 
 
+def _safety_table(safety: dict) -> str:
+  rows = "\n".join(f"<tr><td>{_esc(name)}</td><td>{_esc(c['action'])}</td>"
+                   + "".join(f'<td class="num">{100 * c[k]:.1f}%</td>' for k in ("prompt_rate", "frames_rate", "rate"))
+                   + "</tr>" for name, c in safety["categories"].items())
+  return (f"<h2>Safety</h2>\n<p>policy {_esc(safety['policy'])}: {100 * safety['blocked_rate']:.1f}% blocked, "
+          f"{100 * safety['flagged_rate']:.1f}% flagged of {_esc(safety['num_videos'])} videos</p>\n"
+          "<table><tr><th>category</th><th>action</th><th>prompts hit</th><th>videos hit</th><th>either</th></tr>\n"
+          f"{rows}\n</table>")
+
+
 def _plots_html(plots: Sequence[str]) -> str:
   if not plots:
     return ""
@@ -251,20 +264,26 @@ def _card(position: int, video: dict) -> str:
   for i, (path, kind) in enumerate(sources):
     last = ' onerror="vditBroken(this)"' if i == len(sources) - 1 else ""
     tags.append(f'<source src="{_url(path, where)}" type="{kind}"{last}>')
+  safety = video.get("safety")
+  withheld = not tags and bool(safety) and safety.get("decision") == "blocked"
   if tags:
     media = ('<video autoplay loop muted playsinline controls preload="auto" '
              'onerror="vditBroken(this)">' + "".join(tags) + "</video>")
     note = "video failed to load"
   else:
     media, note = "", "no video file in results"
+  verdict = "" if not safety or safety.get("decision") == "allowed" else (
+      f'<p class="meta">safety: {_esc(safety.get("decision"))} ({_esc(safety.get("category"))}, '
+      f'{_esc(safety.get("stage"))} stage){"; withheld" if withheld else ""}</p>')
   scores = video.get("scores") or {}
   score_html = " ".join(_format_score(str(k), v) for k, v in scores.items())
   return "\n".join([
-      f'<div class="card{"" if tags else " broken"}" id="video-{_esc(video.get("index", position))}">',
+      f'<div class="card{"" if tags or withheld else " broken"}" id="video-{_esc(video.get("index", position))}">',
       media,
       f'<p class="broken-note">{note}</p>',
       f'<p class="prompt">{_esc(video.get("prompt", ""))}</p>',
       f'<p class="meta">#{_esc(video.get("index", position))} · seed {_esc(video.get("seed", "—"))}</p>',
+      *([verdict] if verdict else []),  # without a policy the card is as before
       f'<p class="scores">{score_html}</p>' if score_html else "",
       "</div>",
   ])

@@ -4,6 +4,7 @@
   OUT/plots/{metrics_vs_step.png, val_loss_by_timestep.png}, OUT/index.html (every step)
 
 results.json is written after the videos, so a step directory with results.json is complete.
+A video the eval's safety policy blocked is not written (its entry has no file paths).
 """
 import glob
 import json
@@ -34,6 +35,8 @@ def write(out_dir: str, results: dict, videos, gallery_config) -> str:
     os.remove(results_path)
   g = gallery_config
   for entry, video in zip(results["videos"][:g.max_videos], videos):
+    if entry.get("safety", {}).get("decision") == "blocked":
+      continue
     name = f"videos/{entry['index']:03d}"
     frames = video.repeat(g.scale, axis=1).repeat(g.scale, axis=2)
     video_io.write_video(os.path.join(step_dir, name + ".webm"), frames, g.fps, codec="libvpx-vp9", container="webm")
