@@ -1,5 +1,7 @@
 """Shared test helpers: toy data on disk and running the CLIs as a user would."""
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,3 +68,33 @@ def run_processes(module, *args, num_processes=2, devices_per_process=4, timeout
   for proc in procs:
     _, stderr = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, stderr[-3000:]
+
+
+def shared_directory(tmp_path_factory, name: str, build) -> str:
+  """A directory `build(path)` makes once per test session and every xdist worker shares (one
+  builds, the others wait on a file lock); tests only read it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the session's directory, above each worker's own
+  target = os.path.join(str(root), f"shared-{name}")
+  with open(f"{target}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(os.path.join(target, ".complete")):
+      shutil.rmtree(target, ignore_errors=True)
+      build(target)
+      open(os.path.join(target, ".complete"), "w").close()
+  return target
+
+
+def trained_tiny(tmp_path_factory) -> tuple[str, str]:
+  """(data dir, workdir) of the tiny model several modules sample, distil and fine-tune: 60 steps
+  of tests/tiny.py with frame conditioning on the toy world (built once per session)."""
+  def build(root):
+    data = make_toy_data(os.path.join(root, "data"))
+    result = cli("vdit.main", f"--config=tests/tiny.py:{data}", f"--workdir={os.path.join(root, 'workdir')}",
+                 "--config.train.num_steps=60", "--config.train.checkpoint_every=60", "--config.optim.peak_lr=2e-3",
+                 "--config.model.frame_conditioning=True")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  root = shared_directory(tmp_path_factory, "trained-tiny", build)
+  return os.path.join(root, "data"), os.path.join(root, "workdir")

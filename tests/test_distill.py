@@ -2,25 +2,21 @@
 teacher, gets closer to the teacher's guided many-step samples at one step, samples every mode
 with the ordinary command, and bad input is one error line with nothing written."""
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import cli, make_toy_data
+from tests.helpers import cli, trained_tiny
 
 pytestmark = pytest.mark.slow  # trains a teacher, then a student
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-  root = tmp_path_factory.mktemp("distill")
-  data = make_toy_data(root / "data")
-  workdir = root / "teacher"
-  result = cli("vdit.main", f"--config=tests/tiny.py:{data}", f"--workdir={workdir}", "--config.train.num_steps=60",
-               "--config.train.checkpoint_every=60", "--config.optim.peak_lr=2e-3", "--config.model.frame_conditioning=True")
-  assert result.returncode == 0, result.stderr[-3000:]
-  return root, workdir
+  data, workdir = trained_tiny(tmp_path_factory)  # shared with other modules: read only
+  return Path(data).parent, Path(workdir)
 
 
 def _sampler(workdir):

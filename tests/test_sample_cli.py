@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from tests.helpers import cli, make_toy_data
+from tests.helpers import cli, trained_tiny
 from tests.tiny_weights import vae_file
 from vdit.media import video_reader
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  data = make_toy_data(tmp_path_factory.mktemp("data"))
-  workdir = str(tmp_path_factory.mktemp("run"))
-  result = cli("vdit.main", "--config=tests/tiny.py:" + data, f"--workdir={workdir}", "--config.train.num_steps=2")
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir
+  return trained_tiny(tmp_path_factory)[1]  # shared with other modules: read only
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +210,7 @@ def test_safety_blocks_flags_and_signs(workdir, tmp_path):
   assert records[2]["safety"]["category"] == "intellectual_property" and "path" not in records[1]
   assert sorted(p.name for p in out.iterdir()) == ["000.gif", "000.mp4", "002.gif", "002.mp4", "contact_sheet.png",
                                                    "index.jsonl"]
-  for name in ("000.mp4", "000.gif", "002.mp4"):
+  for name in ("000.mp4", "000.gif", "002.mp4", "contact_sheet.png"):
     found = c2pa_manifest.read(str(out / name))
     assert found["state"] == "Valid" and c2pa_manifest.created_action(found)["parameters"]["config_hash"] == \
         records[0]["config_hash"]
