@@ -37,7 +37,7 @@ setuptools.setup(
         # tfds's `tfds build` CLI imports these at start-up (tfds.data_source and Python builds do not).
         "tfds-cli": ["apache-beam", "mlcroissant"],
         # PyTorch references for parity tests (skipped without them); CI does not install these.
-        "reference": ["torch", "diffusers", "transformers"],
+        "reference": ["torch", "diffusers", "transformers", "peft"],
         # NudeNet frame classifier (its ONNX model ships in the wheel); CI does not install it.
         "safety": ["nudenet", "onnxruntime"],
     },

@@ -6,6 +6,7 @@ are one error line."""
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -108,16 +109,28 @@ def test_finetune_trains_adapters_alone_resumes_and_learns(base, tmp_path):
           f"--config.data_dir={root / 'purple'}",
           "--config.rank=4", "--config.peak_lr=1e-2", "--config.ema_decay=0", "--config.warmup_steps=2", "--config.log_every=5",
           "--config.checkpoint_every=15")
-  result = cli(*args, "--config.num_steps=15")
+  read_losses = lambda: {m["step"]: m["loss"] for m in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+                         if "loss" in m}  # the last line of a step wins
+  result = cli(*args, "--config.num_steps=40")
   assert result.returncode == 0, result.stderr[-3000:]
-  result = cli(*args, "--config.num_steps=40")  # resumes from step 15 (same adapters, same base step)
+  straight = read_losses()
+  assert sorted(straight) == [5, 10, 15, 20, 25, 30, 35, 40]
+  # As if killed after step 15's checkpoint: the rerun resumes there (same adapters, optimizer state,
+  # data position and base step) and repeats steps 20-40 exactly.
+  for step in ("30", "40"):
+    shutil.rmtree(workdir / "checkpoints" / step)
+  result = cli(*args, "--config.num_steps=40")
   assert result.returncode == 0, result.stderr[-3000:]
+  resumed = read_losses()
+  assert "Step 16: compiled" in result.stderr  # it resumed after 15, not from the start
+  np.testing.assert_allclose([resumed[s] for s in range(20, 45, 5)], [straight[s] for s in range(20, 45, 5)], rtol=1e-6)
   assert _digest(base_workdir) == before  # the base is never written
   config = json.loads((workdir / "config.json").read_text())
   assert config["lora"]["rank"] == 4 and config["finetune"]["base"] == str(base_workdir)
   assert config["finetune"]["base_step"] == 60
-  losses = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [m["step"] for m in losses if "loss" in m] == [5, 10, 15, 20, 25, 30, 35, 40]
+  # Checkpoints hold adapters and their optimizer state only: a small fraction of the base's.
+  size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+  assert size(workdir / "checkpoints" / "40") < 0.2 * size(base_workdir / "checkpoints" / "60")
 
   # Checkpoints and the adapter file hold the adapters alone, under diffusers/PEFT names.
   from vdit.core import weights
@@ -138,6 +151,9 @@ def test_finetune_trains_adapters_alone_resumes_and_learns(base, tmp_path):
   assert _purple_loss(base_config, adapted, purple) < 0.97 * _purple_loss(base_config, base_params, purple)  # 0.95 seen
   unchanged = lora_weights.apply(base_params, [(str(workdir / "adapter.safetensors"), 0.0)])
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), unchanged, base_params)
+  halves = lora_weights.apply(base_params, [(str(workdir / "adapter.safetensors"), 0.5)] * 2)  # adapters add up
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+               halves, adapted)
 
   # merge writes a workdir holding exactly the weights `--lora` samples with.
   merged = tmp_path / "merged"
