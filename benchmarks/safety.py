@@ -1,8 +1,10 @@
 """The safety stages measured: prompt-check recall and false-positive rate of the shipped policy on
 the hand-written prompts in tests/data/safety_prompts.jsonl, the toy "no red objects" frame check on
-rendered toy clips, and the seconds each stage and a C2PA signature add per video.
+rendered toy clips, and the seconds each stage and a C2PA signature add per video; with --workdir (a
+trained toy model), the same frame check on videos it generates, image-to-video from red first
+frames, and the README's sampling signed and verified (benchmarks/safety_generated.py).
 
-  python benchmarks/safety.py [--out=benchmarks/results/safety_cpu.json]
+  python benchmarks/safety.py [--workdir=runs/toy] [--out=benchmarks/results/safety_cpu.json]
 
 Recall counts a violating prompt as caught when it is blocked or flagged (under any category; the
 category agreement is reported too); the false-positive rate is the share of benign prompts
@@ -42,6 +44,32 @@ def _prompt_check(prompts):
   result["false_positive_rate"] = sum(v.decision != "allowed" for _, v in benign) / len(benign)
   result["missed"] = [p["prompt"] for p, v in bad if v.decision == "allowed"]
   result["false_positives"] = [p["prompt"] for p, v in benign if v.decision != "allowed"]
+  return result
+
+
+def _classifier(prompts):
+  """The shipped offline classifier (configs/safety/prompt_classifier.safetensors, trained on
+  configs/safety/prompt_train.jsonl) on the same held-out prompts: alone, and with the term lists
+  (either one hits). 0.5 is the threshold fixed before measuring; the others are shown, not chosen."""
+  import numpy as np
+  from vdit.safety import prompt_classifier
+  model = prompt_classifier.load(os.path.join(ROOT, "configs", "safety", "prompt_classifier.safetensors"))
+  start = time.perf_counter()
+  scores = model.scores([p["prompt"] for p in prompts])
+  seconds = (time.perf_counter() - start) / len(prompts)
+  bad = np.array([p["label"] != "none" for p in prompts])
+  from vdit.safety import policy, prompt_check
+  checker = prompt_check.PromptChecker(policy.load(policy.default_path()))
+  terms = np.array([checker.check(p["prompt"]).decision != "allowed" for p in prompts])
+  result = {"seconds_per_prompt": seconds, "thresholds": {}}
+  for threshold in (0.3, 0.5, 0.7, 0.9):
+    hit = scores >= threshold
+    result["thresholds"][str(threshold)] = {
+        "recall": float(hit[bad].mean()), "false_positive_rate": float(hit[~bad].mean()),
+        "with_terms_recall": float((hit | terms)[bad].mean()),
+        "with_terms_false_positive_rate": float((hit | terms)[~bad].mean())}
+  result["scores_of_prompts_terms_missed"] = {p["prompt"]: float(s) for p, s, t in zip(prompts, scores, terms)
+                                               if p["label"] != "none" and not t}
   return result
 
 
@@ -102,26 +130,56 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "safety_cpu.json"))
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--workdir", default=None, help="A trained toy workdir: also measure on generated videos.")
   args = parser.parse_args()
   import numpy as np
   with open(os.path.join(ROOT, "tests", "data", "safety_prompts.jsonl"), encoding="utf-8") as f:
     prompts = [json.loads(line) for line in f if line.strip()]
   clips = _clips(np.random.default_rng(0), 64)
   prompt, frames, c2pa = _prompt_check(prompts), _frame_check(clips), _c2pa(clips[:16], args.repeats)
+  classifier = _classifier(prompts)
+  at = classifier["thresholds"]["0.5"]
   total = prompt["seconds_per_prompt"] + frames["seconds_per_video"] + c2pa["overhead_seconds_per_video"]
-  result = {"prompt_check": prompt, "toy_frame_check": frames, "c2pa": c2pa,
+  result = {"prompt_check": prompt, "prompt_classifier": classifier, "toy_frame_check": frames, "c2pa": c2pa,
             "safety_seconds_per_video": total}
   table = "\n".join([
       "| measure | value |", "|---|---|",
       f"| prompt recall ({prompt['prompts']} prompts) | {100 * prompt['recall']:.1f}% |",
       f"| prompt false-positive rate | {100 * prompt['false_positive_rate']:.1f}% |",
+      f"| offline prompt classifier at 0.5 (held out): recall / false-positive rate | "
+      f"{100 * at['recall']:.1f}% / {100 * at['false_positive_rate']:.1f}% |",
+      f"| terms or classifier at 0.5: recall / false-positive rate | "
+      f"{100 * at['with_terms_recall']:.1f}% / {100 * at['with_terms_false_positive_rate']:.1f}% |",
       f"| toy no-red frame check recall / precision ({frames['clips']} rendered clips) | "
       f"{100 * frames['recall']:.0f}% / {100 * frames['precision']:.0f}% |",
       f"| prompt check, s / prompt | {prompt['seconds_per_prompt']:.5f} |",
       f"| toy frame check, s / video | {frames['seconds_per_video']:.4f} |",
       f"| C2PA signing (mp4 + gif), s / video | {c2pa['overhead_seconds_per_video']:.4f} |",
       f"| all safety stages, s / video | {total:.4f} |"])
+  if args.workdir:
+    import safety_generated  # noqa: E402  (benchmarks/, as results_io)
+    generated = result["generated"] = safety_generated.measure(args.workdir)
+    table += "\n" + _generated_rows(generated)
   results_io.write(args.out, result, table)
+
+
+def _generated_rows(g) -> str:
+  f, i2v, c2pa = g["frame_check"], g["image_to_video"], g["c2pa"]
+  rate = lambda r: f"recall {100 * r['recall']:.1f}% ({r['true_positives']}/{r['positives']}), precision " \
+                   f"{100 * r['precision']:.1f}% ({r['true_positives']}/{r['blocked']})"
+  return "\n".join([
+      f"| toy no-red frame check on {f['videos']} generated videos, truth = prompt colour | "
+      f"{rate(f['vs_prompt_colour'])} |",
+      f"| same, truth = toy judge's colour reading | {rate(f['vs_judge_reading'])} |",
+      f"| image-to-video, red first frame + non-red prompt: inputs blocked | {i2v['red_inputs_blocked']}/"
+      f"{i2v['red_first_frames']} (other colours blocked: {i2v['other_inputs_blocked']}/{i2v['other_first_frames']}) |",
+      f"| same, input check skipped: outputs blocked by the frame check | "
+      f"{i2v['red_outputs_blocked_without_input_check']}/{i2v['red_first_frames']} |",
+      f"| `vdit.sample --image=red.png` (neutral prompt) | exit {i2v['command']['exit_status']}, files "
+      f"{', '.join(i2v['command']['files_written'])} |",
+      f"| C2PA: README sampling files valid (SDK reader) | {c2pa['valid']}/{c2pa['files']} |",
+      f"| C2PA signing of a generated mp4 + GIF, s / video | {c2pa['signing']['overhead_seconds_per_video']:.4f} |",
+      f"| toy frame check on a generated video, s / video | {f['check_seconds_per_video']:.4f} |"])
 
 
 if __name__ == "__main__":

@@ -234,7 +234,28 @@ def bench_sample(preset, steps, dry_run=False) -> dict:
   out.update(first_call_s=round(first_call_s, 2), total_s=round(total_s, 3), s_per_step=round(total_s / steps, 4),
              tflops=round(step_flops * steps / total_s / 1e12, 4),
              extrapolated_50_steps_s=round(total_s / steps * 50, 2))
+  out["student"] = _student_steps(config, video_shape, mesh, tokenizer, steps)
   return out
+
+
+def _student_steps(config, video_shape, mesh, tokenizer, steps) -> dict:
+  """The same shape as a vdit.distill student (interval-conditioned, guidance distilled in): one
+  network pass per step, so a 4-step video costs 4 passes against the teacher's 2 x 50."""
+  with config.unlocked():
+    config.model.interval_conditioning = True
+  graphdef, _ = factory.abstract_model(config)
+  with jax.set_mesh(mesh):
+    params = jax.jit(lambda k: factory.init_params(config, k),
+                     out_shardings=factory.param_shardings(config, mesh))(jax.random.key(0))
+  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+  _, t, h, w, c = video_shape
+  opts = dict(num_frames=t, height=h, width=w, channels=c, patch_size=config.model.patch_size, cfg=1.0,
+              sampler="euler", shift=config.sample.shift)
+  jax.block_until_ready(sampler.generate([PROMPT], [0], steps=1, **opts))  # compiles
+  start = time.perf_counter()
+  jax.block_until_ready(sampler.generate([PROMPT], [0], steps=steps, **opts))
+  total_s = time.perf_counter() - start
+  return {"passes_per_step": 1, "s_per_step": round(total_s / steps, 4), "four_steps_s": round(total_s / steps * 4, 3)}
 
 
 # ---- attention ---------------------------------------------------------------------------------

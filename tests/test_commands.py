@@ -25,6 +25,7 @@ COMMANDS = {
     "vdit.provenance": (),
     "vdit.eval.toy_modes": ("workdir", "out", "videos", "modes"),
     "vdit.eval.train_toy_features": ("data", "out", "steps"),
+    "vdit.safety.train_prompt_classifier": ("data", "out", "steps", "l2"),
     "vdit.eval.i3d_convert": ("input", "output", "width_divisor"),
     "vdit.toy.judge": ("index", "held_out", "out"),
     "vdit.interop.wan.vae_weights": ("input", "config", "output"),
@@ -65,6 +66,8 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
     ("vdit.provenance", ("detect", "{tmp}/missing.mp4"), "{tmp}/missing.mp4: no such file"),
     ("vdit.provenance", ("verify", "{tmp}/latin1.txt"), "1 of 1 files could not be read"),
     ("vdit.provenance", ("check", "x.mp4"), "expected `verify|detect FILE [FILE ...]`"),
+    ("vdit.safety.train_prompt_classifier", ("--data={tmp}/latin1.txt", "--out={tmp}/c.safetensors"),
+     "{tmp}/latin1.txt is not UTF-8 text (byte 3)"),
     ("data_prep.toy_world", ("--output={tmp}/toy", "--num_held_out=500"), "Cannot hold out 500 combinations"),
     # Output locations, numbers and input files: refused while parsing or before the workdir is read
     # ({tmp}, without a config.json, stands in for it); test_refused_runs_write_nothing checks {tmp}.
@@ -98,6 +101,8 @@ BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") 
      "--out=README.md: 'README.md' is an existing file, not a directory"),
     ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out={tmp}/out", "--eval.sample.steps=-2"),
      "eval config sample.steps=-2 must be >= 1"),
+    ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}", "--out={tmp}/out",
+                       "--eval.safety.policy={tmp}/missing.json"), "Safety policy {tmp}/missing.json does not exist"),
     ("vdit.evaluate", ("--eval=configs/evals/toy.py", "--workdir={tmp}/evalfile"),
      "cannot write results to the default --out: '{tmp}/evalfile/eval/toy' cannot be created: "
      "'{tmp}/evalfile/eval' is a file"),

@@ -67,6 +67,7 @@ def test_evaluate_every_checkpoint_writes_results_plots_and_gallery(setup):
   assert _EXPECTED_METRICS <= set(results["metrics"])
   assert all(np.isfinite(results["metrics"][m]) for m in ("fvd", "fid", "kid", "val_loss"))
   assert results["step"] == 8 and results["num_samples"] == len(results["seeds"]) == 36
+  assert "safety" not in results and "safety" not in results["eval_config"]  # no policy: no trace of one
   assert results["seeds"] == list(range(36)) and results["num_reference"] == 96
   assert results["config_hash"] == provenance.config_hash(setup["workdir"])
   assert len(results["val_loss_by_timestep"]["loss"]) == len(results["eval_config"]["val"]["timesteps"])
@@ -144,3 +145,41 @@ def test_two_processes_give_the_numbers_of_one(setup):
   # Tolerance: the same samples up to float reduction order across the gloo all-gathers.
   for name, value in expected["metrics"].items():
     assert got["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+def test_eval_safety_policy_reports_rates_and_withholds_blocked_videos(setup, tmp_path):
+  """An eval config naming a policy: per-category rates in results.json, a decision per video (the
+  frame stage reproduced by an independent FrameChecker on the same samples), blocked videos
+  unwritten, the Safety table in the gallery."""
+  from vdit.config import pretrained
+  from vdit.eval.evaluator import Evaluator
+  from vdit.parallel import sharding
+  from vdit.safety import policy
+  from vdit.safety.frame_check import FrameChecker
+  prompts = ["a red circle moving left", "a blue square moving up", "a shoot circle", "a green triangle moving down"]
+  (tmp_path / "prompts.txt").write_text("\n".join(prompts))
+  (tmp_path / "policy.json").write_text(json.dumps({"version": 1, "categories": {
+      "red_objects": {"action": "block", "checks": [{"type": "frames", "classifier": "toy_colour", "colour": "red"}]},
+      "words": {"action": "flag", "checks": [{"type": "terms", "terms": ["shoot"]}]}}}))
+  overrides = {"prompts": str(tmp_path / "prompts.txt"), "safety.policy": str(tmp_path / "policy.json"),
+               "reference_dir": "",
+               **{f"metrics.{m}": "false" for m in ("fvd", "fid", "kid", "temporal", "alignment", "val_loss")}}
+  config = eval_config_lib.apply_overrides(_toy_eval_config(), ",".join(f"{k}={v}" for k, v in overrides.items()))
+  model_config = pretrained.load_config(setup["workdir"])
+  mesh = sharding.make_mesh({"data": -1})
+  with pretrained.Checkpoints(setup["workdir"], model_config, mesh) as checkpoints:
+    params = checkpoints.restore(8)
+  evaluator = Evaluator(model_config, config, workdir=setup["workdir"], out_dir=str(tmp_path / "out"), mesh=mesh)
+  results = evaluator.run(params, 8)
+  red = [FrameChecker(policy.load(str(tmp_path / "policy.json"))).check(v)[0].blocked for v in evaluator.sample(params)]
+  safety = results["safety"]
+  assert safety["categories"]["words"] == {"action": "flag", "prompt_rate": 0.25, "frames_rate": 0.0, "rate": 0.25}
+  assert safety["categories"]["red_objects"]["frames_rate"] == sum(red) / 4 == safety["blocked_rate"]
+  assert results["metrics"]["safety_blocked_rate"] == sum(red) / 4
+  step_dir = tmp_path / "out" / "step_00000008"
+  for entry, blocked in zip(results["videos"], red):
+    assert entry["safety"]["decision"] == ("blocked" if blocked else "flagged" if entry["index"] == 2 else "allowed")
+    assert ("mp4" in entry) != blocked
+    assert (step_dir / "videos" / f"{entry['index']:03d}.mp4").is_file() != blocked
+  assert results["eval_config"]["safety"]["policy"] == str(tmp_path / "policy.json")
+  assert "<h2>Safety</h2>" in (step_dir / "index.html").read_text()

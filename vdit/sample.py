@@ -416,8 +416,12 @@ def write_outputs(f, prompts, seeds, videos, *, step, opts, verdicts, credential
                     "workdir": os.path.abspath(workdir), "ema": f.ema, "lora": opts["lora"],
                     "config_hash": tags["config_hash"], "vdit_version": tags["vdit_version"]})
   if videos:
+    # Signed too (every PNG vdit writes carries a manifest); no prompt or seed: it shows several videos.
+    sheet = {"generator": "vdit", "vdit_version": provenance.version(), "config_hash": provenance.config_hash(workdir),
+             "checkpoint_step": str(int(step)), "mode": opts["mode"]}
     video_io.write_png(os.path.join(out, "contact_sheet.png"),
-                       video_io.contact_sheet(list(videos.values()), max_frames=16))
+                       video_io.contact_sheet(list(videos.values()), max_frames=16),
+                       seal=_sealer(credentials, sheet, c2pa_prompt)(".png"))
   tmp = os.path.join(out, "index.jsonl.tmp")
   with open(tmp, "w", encoding="utf-8") as index:
     for r in records:

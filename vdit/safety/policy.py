@@ -11,6 +11,7 @@ entry point and validated whole before any compute.
         "checks": [
           {"type": "terms", "terms": ["kill", "behead", "blow job", ...]},
           {"type": "command", "command": "my-guard --category violence", "timeout_s": 10, "threshold": 0.5},
+          {"type": "classifier", "weights": "configs/safety/prompt_classifier.safetensors", "threshold": 0.5},
           {"type": "frames", "classifier": "toy_colour", "colour": "red", "every": 1, "threshold": 0.5},
           {"type": "frames", "classifier": "nudenet", "labels": ["FEMALE_BREAST_EXPOSED", ...],
            "every": 4, "threshold": 0.5}
@@ -22,7 +23,9 @@ entry point and validated whole before any compute.
 Prompt checks (`terms`, `command`) run on every prompt and on its expanded caption before any model
 work; `frames` checks run on every `every`-th frame of each generated video before it is written,
 and on conditioning inputs (--image, --video, --edit, --connect) before any model work.
-`terms`: vdit.safety.text_match (whole words, normalised, inflected). `command`: a program given the
+`terms`: vdit.safety.text_match (whole words, normalised, inflected). `classifier`: vdit's own
+offline prompt classifier (vdit.safety.prompt_classifier; weights by path, relative to the working
+directory), a hit when its P(violating) reaches `threshold`. `command`: a program given the
 prompt on stdin that prints a JSON verdict on stdout: a score in [0, 1], `{"score": S}` or
 `{"flagged": true|false}`; a hit when the score reaches `threshold`. A command that fails, hangs
 past `timeout_s` or prints no verdict blocks the prompt (fails closed). `frames`: a frame
@@ -43,6 +46,7 @@ from vdit.core.errors import UserError
 ACTIONS = ("block", "blur", "flag")
 FRAME_CLASSIFIERS = ("toy_colour", "nudenet")
 _CHECK_KEYS = {"terms": {"type", "terms"}, "command": {"type", "command", "timeout_s", "threshold"},
+               "classifier": {"type", "weights", "threshold"},
                "frames": {"type", "classifier", "colour", "labels", "every", "threshold"}}
 
 
@@ -59,6 +63,12 @@ class TermsCheck:
 class CommandCheck:
   command: str
   timeout_s: float
+  threshold: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierCheck:
+  weights: str  # a vdit.safety.prompt_classifier safetensors file
   threshold: float
 
 
@@ -179,6 +189,12 @@ class _Parser:
       self.fail(f"category {name!r}: \"threshold\" must be a number in [0, 1], got {threshold!r}", *where, "threshold")
     if kind == "command":
       return self.command(name, data, threshold, where)
+    if kind == "classifier":
+      path = data.get("weights")
+      if not isinstance(path, str) or not os.path.isfile(path):
+        self.fail(f"category {name!r}: classifier weights {path!r} is not a file (train one with python -m "
+                  "vdit.safety.train_prompt_classifier)", *where, "weights")
+      return ClassifierCheck(os.path.abspath(path), float(threshold))
     return self.frames(name, data, threshold, where)
 
   def command(self, name, data, threshold, where) -> CommandCheck:

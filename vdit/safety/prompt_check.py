@@ -1,6 +1,7 @@
-"""Prompt checks, before any compute: each category's listed terms (vdit.safety.text_match) and
-external classifier commands (a guard model behind a program: prompt on stdin, JSON verdict on
-stdout). A command that fails, hangs or answers nonsense blocks the prompt: it fails closed.
+"""Prompt checks, before any compute: each category's listed terms (vdit.safety.text_match), vdit's
+offline prompt classifier (vdit.safety.prompt_classifier) and external classifier commands (a guard
+model behind a program: prompt on stdin, JSON verdict on stdout). A command that fails, hangs or
+answers nonsense blocks the prompt: it fails closed.
 """
 import json
 import math
@@ -8,7 +9,8 @@ import shlex
 import subprocess
 
 from vdit.safety import decision as decisions
-from vdit.safety.policy import CommandCheck, Policy, TermsCheck
+from vdit.safety import prompt_classifier
+from vdit.safety.policy import ClassifierCheck, CommandCheck, Policy, TermsCheck
 from vdit.safety.text_match import TermMatcher
 
 
@@ -42,6 +44,10 @@ class PromptChecker:
     self.policy = policy
     self._matchers = {c.name: TermMatcher([t for check in c.of(TermsCheck) for t in check.terms],
                                           policy.allowed_phrases) for c in policy.categories}
+    # Loaded now, so an unreadable weights file is one line before any compute.
+    for c in policy.categories:
+      for check in c.of(ClassifierCheck):
+        prompt_classifier.load(check.weights)
 
   def check(self, *texts: str) -> decisions.Decision:
     """The worst decision over every category and every text (a prompt and its caption)."""
@@ -60,6 +66,11 @@ class PromptChecker:
       if match:
         return decisions.from_hit(category.action, "prompt", category.name, 1.0,
                                   f"term {match.term!r} (as {match.text!r})")
+      for check in category.of(ClassifierCheck):
+        score = float(prompt_classifier.load(check.weights).scores([text])[0])
+        if score >= check.threshold:
+          return decisions.from_hit(category.action, "prompt", category.name, score,
+                                    f"prompt classifier scored {score:.2f} (threshold {check.threshold:g})")
       for check in category.of(CommandCheck):
         score, reason = run_command(check, text)
         if score is None:  # fails closed whatever the category's action
