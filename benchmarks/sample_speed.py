@@ -2,13 +2,17 @@
 on this machine, and the toy judge's colour/shape/direction on held-out and seen prompts, per setting.
 
   python benchmarks/sample_speed.py --workdir=runs/toy --data=runs/toy_data \
-      [--student=runs/toy_student] [--out=benchmarks/results/sample_speed_cpu.json] [--repeats=4]
+      [--student=runs/toy_student --student=student4000=runs/toy_student_4k] \
+      [--features=runs/toy_features.safetensors --reference=runs/toy_eval_data] \
+      [--out=benchmarks/results/sample_speed_cpu.json] [--repeats=4]
 
 Settings: the teacher at its config's steps (20 for configs/toy.py) with CFG, at 50 steps, each
 cache mode (vdit/diffusion/caching.py) at the config's steps, and a `vdit.distill` student at 1, 2
 and 4 steps (guidance distilled in: one pass per step). Every setting samples the same prompts
 (configs' held-out combinations plus seen ones, data_prep.toy_prompts) with the same seeds; the
-seconds exclude compilation (one warm-up batch per setting).
+seconds exclude compilation (one warm-up batch per setting). With --features and --reference (the
+README demo's toy feature network and eval split) each row also has the toy FVD of its videos
+against the reference clips (the same features and distance as vdit.evaluate).
 """
 import argparse
 import json
@@ -22,13 +26,19 @@ sys.path.insert(0, ROOT)
 import results_io  # noqa: E402  (benchmarks/, on sys.path as the script's directory)
 
 
-def _settings(steps: int, student: bool) -> list:
+def _settings(steps: int, students) -> list:
   teacher = [dict(name=f"teacher_{steps}_steps", steps=steps, cache="none"),
              dict(name="teacher_50_steps", steps=50, cache="none"),
              dict(name=f"cache_cfg_{steps}_steps", steps=steps, cache="cfg"),
              dict(name=f"cache_block_{steps}_steps", steps=steps, cache="block")]
-  students = [dict(name=f"student_{n}_steps", steps=n, cache="none", student=True) for n in (1, 2, 4)]
-  return teacher + (students if student else [])
+  return teacher + [dict(name=f"{name}_{n}_steps", steps=n, cache="none", student=name)
+                    for name in students for n in (1, 2, 4)]
+
+
+def _student_flag(value: str) -> tuple[str, str]:
+  """'[NAME=]WORKDIR' -> (name, workdir); the name defaults to 'student'."""
+  name, sep, workdir = value.partition("=")
+  return (name, workdir) if sep else ("student", value)
 
 
 def _load(workdir, mesh):
@@ -48,12 +58,13 @@ def _load(workdir, mesh):
 def markdown(rows: list) -> str:
   """The README's table: passes, seconds and the judge's accuracy (held-out | seen) per setting."""
   lines = ["| setting | network passes / video | s / video | held-out colour | held-out direction | held-out shape "
-           "| seen colour | seen direction |", "|---|---|---|---|---|---|---|---|"]
+           "| seen colour | seen direction | FVD |", "|---|---|---|---|---|---|---|---|---|"]
   pct = lambda v: f"{100 * v:.0f}%"
   for r in rows:
     lines.append(f"| {r['name']} | {r['network_passes_per_video']:g} | {r['seconds_per_video']:.3f} | "
                  f"{pct(r['held_out']['colour'])} | {pct(r['held_out']['direction'])} | {pct(r['held_out']['shape'])} | "
-                 f"{pct(r['seen']['colour'])} | {pct(r['seen']['direction'])} |")
+                 f"{pct(r['seen']['colour'])} | {pct(r['seen']['direction'])} | "
+                 f"{'-' if r.get('fvd') is None else format(r['fvd'], '.2f')} |")
   return "\n".join(lines)
 
 
@@ -61,7 +72,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="A trained toy workdir (README Quickstart: runs/toy).")
   parser.add_argument("--data", required=True, help="Its toy dataset (held_out.json names the held-out combinations).")
-  parser.add_argument("--student", default="", help="A vdit.distill student of --workdir (rows at 1, 2, 4 steps).")
+  parser.add_argument("--student", action="append", default=[],
+                      help="[NAME=]WORKDIR: a vdit.distill student of --workdir (rows NAME_1/2/4_steps); repeatable.")
+  parser.add_argument("--features", default="", help="A toy feature network (vdit.eval.train_toy_features): FVD.")
+  parser.add_argument("--reference", default="", help="With --features: reference clips (the toy eval split).")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "sample_speed_cpu.json"))
   parser.add_argument("--repeats", type=int, default=4, help="Videos per prompt (each its own seed).")
   parser.add_argument("--batch_size", type=int, default=16)
@@ -75,17 +89,25 @@ def main():
   from vdit.toy import judge, prompts as toy_prompts, spec as toy_spec
 
   mesh = sharding.make_mesh({"data": -1})
-  models = {False: _load(args.workdir, mesh)}
-  if args.student:
-    models[True] = _load(args.student, mesh)
+  students = dict(map(_student_flag, args.student))
+  models = {False: _load(args.workdir, mesh), **{name: _load(path, mesh) for name, path in students.items()}}
   config, step, _ = models[False]
+  fvd = None
+  if args.features:
+    from vdit.data import dataset_files
+    from vdit.eval import stats
+    from vdit.eval.toy_features import ToyFeatures
+    features = ToyFeatures(args.features, mesh=mesh)
+    frames = config.sample.num_frames  # reference clips cut to the generated length, as vdit.evaluate does
+    reference = features.video_features(np.stack([c["frames"][:frames] for c in dataset_files.read_clips(args.reference)]))
+    fvd = lambda videos: float(stats.frechet_distance(features.video_features(np.stack(videos)), reference))
   captions = toy_prompts.eval_prompts(args.data, repeats=args.repeats)
   with open(os.path.join(args.data, "held_out.json")) as f:
     held_out = {tuple(c) for c in json.load(f)["combinations"]}
   seeds = list(range(len(captions)))
   s = config.sample
   rows = []
-  for setting in _settings(s.steps, bool(args.student)):
+  for setting in _settings(s.steps, students):
     model_config, model_step, sampler = models[setting.get("student", False)]
     opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=config.model.in_channels,
                 patch_size=config.model.patch_size,
@@ -106,11 +128,12 @@ def main():
     rows.append({**setting, "checkpoint_step": int(model_step), "cfg": opts["cfg"], "sampler": opts["sampler"],
                  "network_passes_per_video": sampler.network_passes / len(captions),
                  "seconds_per_video": round(seconds / len(captions), 4),
+                 "fvd": None if fvd is None else round(fvd(videos), 3),
                  **{split: {k: sum(v[f"{k}_ok"] for v in vs) / len(vs) for k in ("colour", "shape", "direction")}
                     for split, vs in verdicts.items()}})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   results_io.write(args.out, {"devices": [str(d) for d in jax.devices()][:1], "teacher": args.workdir,
-                              "student": args.student, "teacher_step": int(step), "videos_per_setting": len(captions),
+                              "students": students, "features": args.features, "reference": args.reference, "teacher_step": int(step), "videos_per_setting": len(captions),
                               "rows": rows}, markdown(rows))
 
 

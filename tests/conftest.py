@@ -15,9 +15,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pytest.ini's --dist=loadscope runs each module whole on one worker, in collection order: the
-# longest modules (cold-cache run on 2 cores) start first so both workers finish together.
-_LONGEST_FIRST = ("test_train", "test_modes_learned", "test_evaluate", "test_sample_cli", "test_multihost",
-                  "test_sharding", "test_latent_cache", "test_compile_check", "test_model", "test_ingest")
+# longest modules (cold-cache run on 2 cores) start first so both workers finish together, and
+# test_sample_cli first of all: it builds the tiny trained model (tests/helpers.py trained_tiny)
+# that test_distill and test_lora then find ready instead of waiting for it.
+_LONGEST_FIRST = ("test_sample_cli", "test_modes_learned", "test_train", "test_evaluate", "test_multihost",
+                  "test_distill", "test_sharding", "test_lora", "test_commands", "test_faults", "test_latent_cache",
+                  "test_ingest", "test_compile_check", "test_model", "test_vae_train", "test_nonfinite",
+                  "test_grad_accum")
 
 
 def pytest_collection_modifyitems(config, items):

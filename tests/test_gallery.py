@@ -1,7 +1,7 @@
 """Tests for vdit.eval.plots and vdit.eval.gallery: PNGs, escaped offline HTML, and real playback.
 
 The browser tests (marked `browser`) open the gallery in headless Chromium: chromium and chromedriver
-on PATH (.ci/run installs Debian's `chromium` + `chromium-driver`), else they skip saying so.
+on PATH (Debian: `apt-get install chromium chromium-driver`), else they skip saying so (as on CI).
 """
 import html.parser
 import os
@@ -188,7 +188,7 @@ _NO_BROWSER = "install chromium and chromium-driver (Debian) to run the browser 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-  """Headless Chromium driven by selenium, from chromium + chromedriver on PATH (.ci/run installs
+  """Headless Chromium driven by selenium, from chromium + chromedriver on PATH (Debian installs
   them); the tests that use it skip saying so otherwise (tests never install anything)."""
   webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
   from selenium.webdriver.chrome.service import Service
