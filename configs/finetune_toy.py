@@ -5,7 +5,7 @@
 
 Laid over the base's own config by vdit/config/finetune.py (keys: rank, alpha, targets, dropout,
 data_dir, num_steps, batch_size, peak_lr, warmup_steps, log_every, checkpoint_every, sample_every,
-ema_decay, base_step); override any with --config.KEY=VALUE.
+ema_decay, base_step, eval_every, eval_config, eval_overrides); override any with --config.KEY=VALUE.
 """
 from vdit.config.finetune import default_settings
 

@@ -23,7 +23,22 @@ def default_settings() -> ml_collections.ConfigDict:
       "guidance": 0.0,  # the teacher's guidance folded into the student; 0: the teacher's sample.cfg
       "mean_fraction": 0.5,  # share of clips trained on a step to an earlier time (the rest: the velocity)
       "data_dir": "",  # "": the teacher's config.data.dir
+      # Periodic evaluation of the student (vdit.eval on its EMA weights, at its own sampling
+      # settings) every eval_every steps (0: none); "": the teacher's eval config and overrides.
+      "eval_every": 0, "eval_config": "", "eval_overrides": "",
   })
+
+
+def set_periodic_eval(config, settings, base_flag: str) -> None:
+  """The derived run's periodic evaluation from its settings (eval_every, eval_config, eval_overrides),
+  falling back on the config it came from for the eval config and overrides."""
+  e = config.eval
+  e.every_steps = int(settings.eval_every)
+  e.config = settings.eval_config or e.config
+  e.overrides = settings.eval_overrides or e.overrides
+  if e.every_steps and not e.config:
+    raise ConfigError(f"--config.eval_every={e.every_steps} needs an eval config, and the {base_flag} workdir names "
+                      "none: add --config.eval_config=configs/evals/toy.py (and --config.eval_overrides=...).")
 
 
 def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.ConfigDict:
@@ -50,7 +65,7 @@ def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.Co
     tr.global_batch_size = settings.batch_size or tr.global_batch_size
     tr.restore_step = 0
     config.optim.peak_lr, config.optim.warmup_steps = settings.peak_lr, settings.warmup_steps
-    config.eval.every_steps = 0
+    set_periodic_eval(config, settings, "--teacher")
     config.data.dir = settings.data_dir or config.data.dir
     s = config.sample
     s.steps, s.cfg, s.sampler, s.cache, s.guidance_interval = settings.sample_steps, 1.0, "euler", "none", (0.0, 1.0)

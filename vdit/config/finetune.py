@@ -9,6 +9,7 @@ import os
 
 import ml_collections
 
+from vdit.config.distill import set_periodic_eval
 from vdit.core.errors import ConfigError
 
 
@@ -23,6 +24,9 @@ def default_settings() -> ml_collections.ConfigDict:
       "peak_lr": 6e-3, "warmup_steps": 20, "log_every": 50, "checkpoint_every": 500, "sample_every": 0,
       "ema_decay": 0.99,  # of the adapters (the base's own decay may be tuned for far longer runs)
       "base_step": 0,  # the base checkpoint to adapt; 0: its latest
+      # Periodic evaluation (base + adapters) every eval_every steps (0: none); "": the base's eval
+      # config and overrides.
+      "eval_every": 0, "eval_config": "", "eval_overrides": "",
   })
 
 
@@ -49,6 +53,6 @@ def finetune_config(base, base_workdir: str, settings, base_step: int) -> ml_col
     config.optim.peak_lr, config.optim.warmup_steps = settings.peak_lr, settings.warmup_steps
     config.optim.ema_decay = float(settings.ema_decay)
     config.optim.weight_decay = 0.0  # decay would pull B, not the update's size, towards zero
-    config.eval.every_steps = 0
+    set_periodic_eval(config, settings, "--base")
     config.data.dir = settings.data_dir or config.data.dir
   return config
