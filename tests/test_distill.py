@@ -119,3 +119,34 @@ def test_bad_teachers_are_one_error_line_and_write_nothing(teacher, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
     assert not (tmp_path / "student").exists()
+
+
+def test_dmd_regulariser_trains_a_fake_score_network_beside_the_student(teacher, tmp_path):
+  """distill.dmd_weight > 0: the state gains the fake-score network (checkpointed as `aux`, never read
+  by sampling) and both losses are logged; resuming `aux` is tested with the checkpointer below."""
+  _, teacher_workdir = teacher
+  student = tmp_path / "student"
+  result = cli("vdit.distill", f"--teacher={teacher_workdir}", "--config=configs/distill_toy.py", f"--workdir={student}",
+               "--config.num_steps=2", "--config.checkpoint_every=2", "--config.log_every=1", "--config.dmd_weight=0.5")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (student / "checkpoints" / "2" / "aux").is_dir()
+  rows = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
+  logged = [r for r in rows if "dmd_loss" in r]
+  assert [r["step"] for r in logged] == [1, 2]
+  assert all(np.isfinite(r["dmd_loss"]) and np.isfinite(r["fake_loss"]) for r in logged)
+  assert json.loads((student / "config.json").read_text())["distill"]["dmd_weight"] == 0.5
+  sampler, _ = _sampler(student)  # sampling restores the student's weights alone
+  assert np.isfinite(np.asarray(sampler.generate(_PROMPTS[:1], [0], **_SIZE, steps=1, cfg=1.0))).all()
+
+
+def test_a_trainers_aux_state_is_checkpointed_and_restored_with_the_rest(tmp_path):
+  from vdit.core import checkpoint
+  state = {"params": {"w": np.ones(3, np.float32)}, "ema": {"w": np.ones(3, np.float32)},
+           "opt_state": {"m": np.zeros(3, np.float32)}, "aux": {"fake": {"w": np.arange(3, dtype=np.float32)}}}
+  with checkpoint.Checkpointer(str(tmp_path / "ckpt"), async_save=False) as saver:
+    saver.save(1, state, meta={}, force=True)
+  with checkpoint.Checkpointer(str(tmp_path / "ckpt"), read_only=True) as reader:
+    restored, _ = reader.restore(1, jax.tree.map(jax.numpy.asarray, state))
+    without_aux, _ = reader.restore(1, {k: v for k, v in state.items() if k != "aux"})
+  np.testing.assert_array_equal(np.asarray(restored["aux"]["fake"]["w"]), [0, 1, 2])
+  assert "aux" not in without_aux  # a reader that does not ask for it never reads it

@@ -22,6 +22,7 @@ def default_settings() -> ml_collections.ConfigDict:
       "sample_steps": 4,  # the student's default vdit.sample --steps (any count works: mean-flow steps)
       "guidance": 0.0,  # the teacher's guidance folded into the student; 0: the teacher's sample.cfg
       "mean_fraction": 0.5,  # share of clips trained on a step to an earlier time (the rest: the velocity)
+      "dmd_weight": 0.0,  # > 0: a distribution-matching (DMD) regulariser on one-step samples, this weight
       "data_dir": "",  # "": the teacher's config.data.dir
       # Periodic evaluation of the student (vdit.eval on its EMA weights, at its own sampling
       # settings) every eval_every steps (0: none); "": the teacher's eval config and overrides.
@@ -46,8 +47,10 @@ def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.Co
   if teacher.model.interval_conditioning:
     raise ConfigError(f"--teacher={teacher_workdir} is itself a few-step student; distil from the model it came "
                       "from (its config.json names it under distill.teacher).")
-  if settings.guidance < 0 or not 0.0 <= settings.mean_fraction <= 1.0 or settings.num_steps < 1:
-    raise ConfigError("distillation settings: guidance must be >= 0, mean_fraction in [0, 1], num_steps >= 1.")
+  if (settings.guidance < 0 or not 0.0 <= settings.mean_fraction <= 1.0 or settings.num_steps < 1
+      or settings.dmd_weight < 0):
+    raise ConfigError("distillation settings: guidance and dmd_weight must be >= 0, mean_fraction in [0, 1], "
+                      "num_steps >= 1.")
   config = teacher.copy_and_resolve_references()
   with config.unlocked():
     m = config.model
@@ -59,6 +62,7 @@ def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.Co
     config.distill.teacher = os.path.abspath(teacher_workdir)
     config.distill.guidance = float(settings.guidance or teacher.sample.cfg)
     config.distill.mean_fraction = float(settings.mean_fraction)
+    config.distill.dmd_weight = float(settings.dmd_weight)
     tr = config.train
     tr.num_steps, tr.log_every = settings.num_steps, settings.log_every
     tr.checkpoint_every, tr.sample_every = settings.checkpoint_every, settings.sample_every

@@ -170,7 +170,9 @@ def default_config() -> ml_collections.ConfigDict:
   # A few-step student (`python -m vdit.distill`, vdit/training/distill_step.py): the teacher workdir
   # it was distilled from, the guidance scale folded into it (0: the teacher's sample.cfg), and the
   # share of training clips that take a step to an earlier time (the rest match the velocity).
-  c.distill = ml_collections.ConfigDict({"teacher": "", "guidance": 0.0, "mean_fraction": 0.5})
+  # dmd_weight > 0 adds a distribution-matching regulariser (DMD): a fake-score network trained on
+  # the student's one-step samples beside it (vdit/training/distill_step.py).
+  c.distill = ml_collections.ConfigDict({"teacher": "", "guidance": 0.0, "mean_fraction": 0.5, "dmd_weight": 0.0})
 
   # LoRA fine-tuning (`python -m vdit.finetune`, vdit/model/lora.py): adapters of this rank on the
   # target layers (groups self_attn, cross_attn, mlp, attention, all, or layer names such as

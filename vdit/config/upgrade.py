@@ -4,7 +4,7 @@ The only place with compatibility defaults: code below the config boundary reads
 present. Version 1 (no `config_version` key: every workdir written before the redesign) gains the
 keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
 (sampling caches) and model.interval_conditioning (students); version 3 lacks the lora and finetune
-sections (LoRA fine-tuning); version 4 is today's.
+sections (LoRA fine-tuning) and distill.dmd_weight; version 4 is today's.
 """
 import copy
 
@@ -86,6 +86,7 @@ _V3_ABSENT_MEANS = {"lora": {"rank": 0, "alpha": 0.0, "targets": ["self_attn", "
 def _v3_to_v4(raw: dict) -> dict:
   for section, values in _V3_ABSENT_MEANS.items():
     raw[section] = {**copy.deepcopy(values), **raw.get(section, {})}
+  raw.setdefault("distill", {}).setdefault("dmd_weight", 0.0)  # students before DMD had none
   raw["config_version"] = 4
   return raw
 

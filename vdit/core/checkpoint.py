@@ -22,6 +22,9 @@ from vdit.core import workdir_files
 from vdit.core.errors import UserError
 
 STATE_ITEMS = ("params", "ema", "opt_state")
+# A trainer's own extra state, saved and restored when its state holds it (a distillation's fake-score
+# network and its optimizer state); sampling never reads it.
+AUX_ITEM = "aux"
 # Replicated arrays are saved in slices, one per replica, in parallel; below this many bytes per
 # slice the slicing costs more than it saves (thousands of tiny device ops per save on small models).
 _MIN_REPLICA_SLICE_BYTES = 1 << 20
@@ -125,7 +128,8 @@ class Checkpointer:
   def save(self, step: int, state: dict, *, meta: dict, data_state: dict | None = None,
            force: bool = False) -> bool:
     """Saves params/ema/opt_state from `state`, the JSON `meta`, and the data iterator's JSON state."""
-    items = {name: ocp.args.StandardSave(state[name]) for name in STATE_ITEMS}
+    names = STATE_ITEMS + ((AUX_ITEM,) if AUX_ITEM in state else ())
+    items = {name: ocp.args.StandardSave(state[name]) for name in names}
     items["meta"] = ocp.args.JsonSave(dict(meta, step=int(step)))
     if data_state is not None:
       items["data_state"] = ocp.args.JsonSave(data_state)
@@ -171,8 +175,9 @@ class Checkpointer:
     if not os.path.isdir(os.path.join(step_dir, "opt_state")) and self.read_meta(step).get("weights_only"):
       raise CheckpointError(f"Checkpoint {step_dir} holds weights only (converted from a release): sample from it "
                             "with vdit.sample; training cannot resume from it.")
-    self._require_items(step, STATE_ITEMS)
-    items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in STATE_ITEMS}
+    names = STATE_ITEMS + ((AUX_ITEM,) if AUX_ITEM in target else ())
+    self._require_items(step, names)
+    items = {name: ocp.args.StandardRestore(_abstract(target[name])) for name in names}
     if os.path.isdir(os.path.join(step_dir, "data_state")):
       items["data_state"] = ocp.args.JsonRestore()
     elif legacy_data_args is not None and os.path.isdir(os.path.join(step_dir, "data")):
@@ -184,7 +189,7 @@ class Checkpointer:
       items["data"] = legacy_data_args
     restored = self._read(step, items)
     data_state = dict(restored["data_state"]) if "data_state" in items else None
-    return {name: restored[name] for name in STATE_ITEMS}, data_state
+    return {name: restored[name] for name in names}, data_state
 
   def restore_item(self, step: int, name: str, target):
     """Restores one item (e.g. 'ema' for sampling) without reading the optimizer state."""

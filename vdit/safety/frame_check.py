@@ -3,7 +3,8 @@
 
 A frame classifier maps uint8 [N, H, W, 3] frames to scores in [0, 1]. Built in: `toy_colour`, the
 toy world's concept check, reading each frame's colour as the toy judge does (vdit.toy.judge:
-score 1 for a frame showing the policy's colour), and `nudenet` (vdit.safety.nudenet_frames).
+score 1 for a frame showing the policy's colour), `nudenet` (vdit.safety.nudenet_frames) and
+`clip`, concept prompts against a CLIP model given by path (vdit.safety.clip_frames).
 """
 import numpy as np
 
@@ -12,11 +13,15 @@ from vdit.safety.policy import FramesCheck, Policy
 from vdit.toy import judge as toy_judge
 
 
-def score_frames(check: FramesCheck, frames: np.ndarray) -> np.ndarray:
+def score_frames(check: FramesCheck, frames: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+  """Scores in [0, 1] per frame, and per frame what scored (the concept), where the classifier says."""
   if check.classifier == "toy_colour":
-    return np.array([float(c == check.colour) for c in toy_judge.frame_colours(frames)], np.float32)
+    return np.array([float(c == check.colour) for c in toy_judge.frame_colours(frames)], np.float32), None
+  if check.classifier == "clip":
+    from vdit.safety import clip_frames
+    return clip_frames.scorer(check.model, check.concepts).score(frames)
   from vdit.safety import nudenet_frames
-  return nudenet_frames.score_frames(frames, check.labels)
+  return nudenet_frames.score_frames(frames, check.labels), None
 
 
 def blur(frames: np.ndarray) -> np.ndarray:
@@ -39,6 +44,11 @@ class FrameChecker:
 
   def __init__(self, policy: Policy):
     self.categories = [c for c in policy.categories if c.of(FramesCheck)]
+    for category in self.categories:  # models load now, so a bad weights file stops the run before any compute
+      for check in category.of(FramesCheck):
+        if check.classifier == "clip":
+          from vdit.safety import clip_frames
+          clip_frames.scorer(check.model, check.concepts)
 
   def check(self, frames: np.ndarray, what: str = "video") -> tuple[decisions.Decision, np.ndarray]:
     frames = np.asarray(frames)
@@ -46,11 +56,12 @@ class FrameChecker:
     for category in self.categories:
       for check in category.of(FramesCheck):
         picked = np.arange(0, len(frames), check.every)
-        scores = score_frames(check, frames[picked])
+        scores, labels = score_frames(check, frames[picked])
         top = int(np.argmax(scores))
         if scores[top] < check.threshold:
           continue
-        reason = (f"{check.classifier} scored {scores[top]:.2f} on frame {picked[top]} of the {what} "
+        label = f" ({labels[top]!r})" if labels else ""
+        reason = (f"{check.classifier} scored {scores[top]:.2f}{label} on frame {picked[top]} of the {what} "
                   f"(threshold {check.threshold:g})")
         hit = decisions.from_hit(category.action, "frames", category.name, float(scores[top]), reason)
         if hit.blocked:

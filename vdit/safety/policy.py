@@ -14,7 +14,9 @@ entry point and validated whole before any compute.
           {"type": "classifier", "weights": "configs/safety/prompt_classifier.safetensors", "threshold": 0.5},
           {"type": "frames", "classifier": "toy_colour", "colour": "red", "every": 1, "threshold": 0.5},
           {"type": "frames", "classifier": "nudenet", "labels": ["FEMALE_BREAST_EXPOSED", ...],
-           "every": 4, "threshold": 0.5}
+           "every": 4, "threshold": 0.5},
+          {"type": "frames", "classifier": "clip", "model": "models/clip-vit-base-patch32",
+           "concepts": ["a gun", "blood"], "every": 4, "threshold": 0.3}
         ]
       }
     }
@@ -30,7 +32,10 @@ prompt on stdin that prints a JSON verdict on stdout: a score in [0, 1], `{"scor
 `{"flagged": true|false}`; a hit when the score reaches `threshold`. A command that fails, hangs
 past `timeout_s` or prints no verdict blocks the prompt (fails closed). `frames`: a frame
 classifier (vdit.safety.frame_check) scoring each checked frame in [0, 1]; a hit when the largest
-score reaches `threshold`.
+score reaches `threshold`. `clip` (vdit.safety.clip_frames): a CLIP model folder by path (relative
+to the working directory: config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt)
+and concept prompts; a frame's score is its largest cosine similarity with a concept, clipped to
+[0, 1]; set `threshold` for the model and concepts on examples (cosines are model-specific).
 Actions: `block` writes nothing of the video; `flag` writes it and records the hit; `blur` blurs the
 frames scoring at or above the threshold (and the frames up to the next checked one) and records it
 as flagged; a prompt hit in a `blur` category is flagged (only frames can be blurred).
@@ -44,10 +49,10 @@ import shutil
 from vdit.core.errors import UserError
 
 ACTIONS = ("block", "blur", "flag")
-FRAME_CLASSIFIERS = ("toy_colour", "nudenet")
+FRAME_CLASSIFIERS = ("toy_colour", "nudenet", "clip")
 _CHECK_KEYS = {"terms": {"type", "terms"}, "command": {"type", "command", "timeout_s", "threshold"},
                "classifier": {"type", "weights", "threshold"},
-               "frames": {"type", "classifier", "colour", "labels", "every", "threshold"}}
+               "frames": {"type", "classifier", "colour", "labels", "model", "concepts", "every", "threshold"}}
 
 
 class PolicyError(UserError):
@@ -79,6 +84,8 @@ class FramesCheck:
   threshold: float
   colour: str | None = None  # toy_colour
   labels: tuple[str, ...] = ()  # nudenet
+  model: str | None = None  # clip: the model folder
+  concepts: tuple[str, ...] = ()  # clip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +228,8 @@ class _Parser:
         self.fail(f"category {name!r}: toy_colour needs \"colour\", one of {', '.join(toy_spec.COLOURS)}",
                   *where, "classifier")
       return FramesCheck(classifier, every, float(threshold), colour=data["colour"])
+    if classifier == "clip":
+      return self.clip(name, data, every, threshold, where)
     labels = data.get("labels")
     from vdit.safety import nudenet_frames
     if not isinstance(labels, list) or not labels or set(labels) - set(nudenet_frames.LABELS):
@@ -230,3 +239,20 @@ class _Parser:
     if problem:
       self.fail(f"category {name!r}: {problem}", *where, "nudenet")
     return FramesCheck(classifier, every, float(threshold), labels=tuple(labels))
+
+  def clip(self, name, data, every, threshold, where) -> FramesCheck:
+    concepts = data.get("concepts")
+    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) and c.strip() for c in concepts):
+      self.fail(f"category {name!r}: clip needs \"concepts\", a non-empty list of non-empty prompts", *where,
+                "concepts")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+      self.fail(f"category {name!r}: clip needs \"model\", the path of a CLIP model folder", *where, "classifier")
+    from vdit.safety import clip_frames
+    missing = clip_frames.missing_file(model)
+    if missing is not None:
+      self.fail(f"category {name!r}: clip model file {missing!r} does not exist (\"model\" is a folder holding "
+                "config.json, model.safetensors and tokenizer.json or vocab.json + merges.txt, as CLIPModel and "
+                "its tokenizer's save_pretrained write them)", *where, "model")
+    return FramesCheck("clip", every, float(threshold), model=os.path.abspath(model),
+                       concepts=tuple(concepts))

@@ -143,6 +143,7 @@ def build_train_step(config, mesh, tx, tokenizer, teacher_graphdef=None, guidanc
         empty_mask=jnp.asarray(empty_mask[0]), timestep_sampling=d.timestep_sampling, logit_mean=d.logit_mean,
         logit_std=d.logit_std, shift=d.shift, patch_size=tuple(config.model.patch_size),
         ema_decay=config.optim.ema_decay, mean_fraction=config.distill.mean_fraction,
+        dmd_weight=config.distill.dmd_weight,
         conditioning=conditioning_probabilities, conditioning_max_frames=config.train.conditioning_max_frames,
         skip_nonfinite=nonfinite.skips(config.train))
 
@@ -181,7 +182,8 @@ def _student_state(config, mesh, tx, teacher_params, key):
 
   def init(key, teacher_params):
     params = _overlay(train_state.initial_state(config, tx, key)["params"], teacher_params)
-    return {"params": params, "ema": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    return train_state.with_aux(config, tx, {"params": params, "ema": params, "opt_state": tx.init(params),
+                                             "step": jnp.zeros((), jnp.int32)})
 
   with jax.set_mesh(mesh):
     return jax.jit(init, out_shardings=shardings)(key, teacher_params)

@@ -45,12 +45,29 @@ def state_shardings(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
                               transform_non_params=lambda _: replicated)
-  return {"params": params, "ema": params, "opt_state": opt, "step": replicated}
+  shardings = {"params": params, "ema": params, "opt_state": opt, "step": replicated}
+  if dmd(config):
+    shardings["aux"] = {"fake": params, "fake_opt": opt}
+  return shardings
+
+
+def dmd(config) -> bool:
+  """A distillation with the DMD regulariser: its state also holds the fake-score network."""
+  return config.distill.dmd_weight > 0
+
+
+def with_aux(config, tx, state: dict) -> dict:
+  """`state` plus, under DMD, the fake-score network (the student's shape, starting as the student
+  does) and its optimizer state, as the state's `aux` item."""
+  if not dmd(config):
+    return state
+  return {**state, "aux": {"fake": state["params"], "fake_opt": tx.init(state["params"])}}
 
 
 def initial_state(config, tx, key) -> dict:
   params = trainable(config, init_params(config, key))
-  return {"params": params, "ema": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  return with_aux(config, tx, {"params": params, "ema": params, "opt_state": tx.init(params),
+                               "step": jnp.zeros((), jnp.int32)})
 
 
 def create_state(config, mesh, tx, key, rules=sharding.DEFAULT_RULES) -> dict:
