@@ -12,7 +12,8 @@ and 4 steps (guidance distilled in: one pass per step). Every setting samples th
 (configs' held-out combinations plus seen ones, data_prep.toy_prompts) with the same seeds; the
 seconds exclude compilation (one warm-up batch per setting). With --features and --reference (the
 README demo's toy feature network and eval split) each row also has the toy FVD of its videos
-against the reference clips (the same features and distance as vdit.evaluate).
+against the reference clips and the FID of their frames (the same features and distance as
+vdit.evaluate).
 """
 import argparse
 import json
@@ -33,6 +34,26 @@ def _settings(steps: int, students) -> list:
              dict(name=f"cache_block_{steps}_steps", steps=steps, cache="block")]
   return teacher + [dict(name=f"{name}_{n}_steps", steps=n, cache="none", student=name)
                     for name in students for n in (1, 2, 4)]
+
+
+def _distances(features_path: str, reference_dir: str, num_frames: int, mesh):
+  """videos -> (FVD over video features, FID over every frame's features) against the reference clips
+  (cut to the generated length, as vdit.evaluate does)."""
+  import numpy as np
+  from vdit.data import dataset_files
+  from vdit.eval import stats
+  from vdit.eval.toy_features import ToyFeatures
+  features = ToyFeatures(features_path, mesh=mesh)
+  clips = np.stack([c["frames"][:num_frames] for c in dataset_files.read_clips(reference_dir)])
+  reference_frames, reference_videos = features.frames_and_videos(clips)
+  flat = lambda f: f.reshape(-1, f.shape[-1])
+
+  def distances(videos):
+    frame_features, video_features = features.frames_and_videos(np.stack(videos))
+    return (float(stats.frechet_distance(video_features, reference_videos)),
+            float(stats.frechet_distance(flat(frame_features), flat(reference_frames))))
+
+  return distances
 
 
 def _student_flag(value: str) -> tuple[str, str]:
@@ -58,13 +79,14 @@ def _load(workdir, mesh):
 def markdown(rows: list) -> str:
   """The README's table: passes, seconds and the judge's accuracy (held-out | seen) per setting."""
   lines = ["| setting | network passes / video | s / video | held-out colour | held-out direction | held-out shape "
-           "| seen colour | seen direction | FVD |", "|---|---|---|---|---|---|---|---|---|"]
+           "| seen colour | seen direction | FVD | FID |", "|---|---|---|---|---|---|---|---|---|---|"]
   pct = lambda v: f"{100 * v:.0f}%"
   for r in rows:
     lines.append(f"| {r['name']} | {r['network_passes_per_video']:g} | {r['seconds_per_video']:.3f} | "
                  f"{pct(r['held_out']['colour'])} | {pct(r['held_out']['direction'])} | {pct(r['held_out']['shape'])} | "
                  f"{pct(r['seen']['colour'])} | {pct(r['seen']['direction'])} | "
-                 f"{'-' if r.get('fvd') is None else format(r['fvd'], '.2f')} |")
+                 f"{'-' if r.get('fvd') is None else format(r['fvd'], '.2f')} | "
+                 f"{'-' if r.get('fid') is None else format(r['fid'], '.2f')} |")
   return "\n".join(lines)
 
 
@@ -92,15 +114,7 @@ def main():
   students = dict(map(_student_flag, args.student))
   models = {False: _load(args.workdir, mesh), **{name: _load(path, mesh) for name, path in students.items()}}
   config, step, _ = models[False]
-  fvd = None
-  if args.features:
-    from vdit.data import dataset_files
-    from vdit.eval import stats
-    from vdit.eval.toy_features import ToyFeatures
-    features = ToyFeatures(args.features, mesh=mesh)
-    frames = config.sample.num_frames  # reference clips cut to the generated length, as vdit.evaluate does
-    reference = features.video_features(np.stack([c["frames"][:frames] for c in dataset_files.read_clips(args.reference)]))
-    fvd = lambda videos: float(stats.frechet_distance(features.video_features(np.stack(videos)), reference))
+  distances = _distances(args.features, args.reference, config.sample.num_frames, mesh) if args.features else None
   captions = toy_prompts.eval_prompts(args.data, repeats=args.repeats)
   with open(os.path.join(args.data, "held_out.json")) as f:
     held_out = {tuple(c) for c in json.load(f)["combinations"]}
@@ -128,7 +142,7 @@ def main():
     rows.append({**setting, "checkpoint_step": int(model_step), "cfg": opts["cfg"], "sampler": opts["sampler"],
                  "network_passes_per_video": sampler.network_passes / len(captions),
                  "seconds_per_video": round(seconds / len(captions), 4),
-                 "fvd": None if fvd is None else round(fvd(videos), 3),
+                 **(dict(zip(("fvd", "fid"), (round(v, 3) for v in distances(videos)))) if distances else {"fvd": None, "fid": None}),
                  **{split: {k: sum(v[f"{k}_ok"] for v in vs) / len(vs) for k in ("colour", "shape", "direction")}
                     for split, vs in verdicts.items()}})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
