@@ -204,6 +204,15 @@ def bench_train(family, preset, steps, dry_run=False) -> dict:
 # ---- sample ------------------------------------------------------------------------------------
 
 
+def _random_sampler(config, mesh, tokenizer) -> VideoSampler:
+  """A sampler over randomly initialised parameters of `config`, created sharded on `mesh`."""
+  graphdef, _ = factory.abstract_model(config)
+  with jax.set_mesh(mesh):
+    params = jax.jit(lambda k: factory.init_params(config, k),
+                     out_shardings=factory.param_shardings(config, mesh))(jax.random.key(0))
+  return VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+
+
 def bench_sample(preset, steps, dry_run=False) -> dict:
   """Euler + CFG (cond and uncond batched) on one device, batch 1: Wan's 480p x 81 frames setting."""
   config = model_config("wan_1p3b_like", preset)
@@ -217,11 +226,7 @@ def bench_sample(preset, steps, dry_run=False) -> dict:
     return out
   mesh = sharding.make_mesh({"data": -1}, jax.local_devices()[:1])
   tokenizer = Tokenizer(config.text.max_length)
-  graphdef, _ = factory.abstract_model(config)
-  with jax.set_mesh(mesh):
-    params = jax.jit(lambda k: factory.init_params(config, k),
-                     out_shardings=factory.param_shardings(config, mesh))(jax.random.key(0))
-  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+  sampler = _random_sampler(config, mesh, tokenizer)
   _, t, h, w, c = video_shape
   opts = dict(num_frames=t, height=h, width=w, channels=c, patch_size=config.model.patch_size, cfg=cfg,
               sampler="euler", shift=config.sample.shift)
@@ -243,11 +248,7 @@ def _student_steps(config, video_shape, mesh, tokenizer, steps) -> dict:
   network pass per step, so a 4-step video costs 4 passes against the teacher's 2 x 50."""
   with config.unlocked():
     config.model.interval_conditioning = True
-  graphdef, _ = factory.abstract_model(config)
-  with jax.set_mesh(mesh):
-    params = jax.jit(lambda k: factory.init_params(config, k),
-                     out_shardings=factory.param_shardings(config, mesh))(jax.random.key(0))
-  sampler = VideoSampler(graphdef, params, tokenizer, mesh=mesh)
+  sampler = _random_sampler(config, mesh, tokenizer)
   _, t, h, w, c = video_shape
   opts = dict(num_frames=t, height=h, width=w, channels=c, patch_size=config.model.patch_size, cfg=1.0,
               sampler="euler", shift=config.sample.shift)

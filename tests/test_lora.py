@@ -237,20 +237,8 @@ def test_parity_with_a_diffusers_peft_adapter(tmp_path):
   from flax import nnx
   from peft import LoraConfig
   from peft.utils import get_peft_model_state_dict
-  from tests.test_wan_dit import _REL_TOL, _WAN, _inputs, _vdit_forward
-  from vdit.interop.wan import dit_weights as convert
-  torch.manual_seed(0)
-  cfg = {k: v for k, v in _WAN.items() if not k.startswith("_")}
-  ref = diffusers.WanTransformer3DModel(**dict(cfg, patch_size=tuple(cfg["patch_size"]))).eval()
-  with torch.no_grad():
-    for name, p in ref.named_parameters():
-      p.copy_(torch.randn_like(p) * (1.0 if p.ndim < 2 or "scale_shift" in name else p.shape[1] ** -0.5))
-      if "norm" in name and name.endswith("weight"):
-        p.add_(1.0)
-  ref.save_pretrained(str(tmp_path / "wan"), safe_serialization=True)
-  out = str(tmp_path / "dit.safetensors")
-  convert.convert("wan2.1", str(tmp_path / "wan"), str(tmp_path / "wan" / "config.json"), out)
-  dit = convert.load_dit(out)
+  from tests.test_wan_dit import _REL_TOL, _inputs, _vdit_forward, random_wan_pair
+  ref, dit = random_wan_pair(torch, diffusers.WanTransformer3DModel, tmp_path)
 
   targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
   ref.add_adapter(LoraConfig(r=4, lora_alpha=6, target_modules=targets, init_lora_weights=False))

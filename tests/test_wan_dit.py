@@ -150,15 +150,13 @@ def test_unsupported_wan_config_is_one_clear_error():
     convert.model_overrides(dict(_WAN, image_dim=1280), "config.json")
 
 
-@pytest.mark.reference
-def test_parity_with_diffusers(tmp_path):
-  torch = pytest.importorskip("torch", reason="parity needs the test-only extra torch (CPU)")
-  transformer_wan = pytest.importorskip("diffusers.models.transformers.transformer_wan",
-                                        reason="parity needs the test-only extra diffusers")
+def random_wan_pair(torch, model_class, tmp_path):
+  """(diffusers model with every weight random, norms and modulation tables included; the same
+  weights saved by diffusers and converted into vdit's DiT)."""
   torch.manual_seed(0)
   cfg = {k: v for k, v in _WAN.items() if not k.startswith("_")}
-  ref = transformer_wan.WanTransformer3DModel(**dict(cfg, patch_size=tuple(cfg["patch_size"]))).eval()
-  with torch.no_grad():  # every weight random, norms and modulation tables included
+  ref = model_class(**dict(cfg, patch_size=tuple(cfg["patch_size"]))).eval()
+  with torch.no_grad():
     for name, p in ref.named_parameters():
       p.copy_(torch.randn_like(p) * (1.0 if p.ndim < 2 or "scale_shift" in name else p.shape[1] ** -0.5))
       if "norm" in name and name.endswith("weight"):
@@ -166,7 +164,15 @@ def test_parity_with_diffusers(tmp_path):
   ref.save_pretrained(str(tmp_path / "wan"), safe_serialization=True)
   out = str(tmp_path / "dit.safetensors")
   convert.convert("wan2.1", str(tmp_path / "wan"), str(tmp_path / "wan" / "config.json"), out)
-  dit = convert.load_dit(out)
+  return ref, convert.load_dit(out)
+
+
+@pytest.mark.reference
+def test_parity_with_diffusers(tmp_path):
+  torch = pytest.importorskip("torch", reason="parity needs the test-only extra torch (CPU)")
+  transformer_wan = pytest.importorskip("diffusers.models.transformers.transformer_wan",
+                                        reason="parity needs the test-only extra diffusers")
+  ref, dit = random_wan_pair(torch, transformer_wan.WanTransformer3DModel, tmp_path)
   x, t, context = _inputs(frames=3)
   with torch.no_grad():
     want = ref(torch.from_numpy(x), torch.from_numpy(t * 1000), torch.from_numpy(context),

@@ -30,6 +30,19 @@ def default_settings() -> ml_collections.ConfigDict:
   })
 
 
+def lay_over(config, settings, base_flag: str) -> None:
+  """The settings every run derived from a trained workdir shares (distillation, fine-tuning): its
+  length, logging, checkpoints, batch, learning rate, data and periodic evaluation; it starts at step 0."""
+  tr = config.train
+  tr.num_steps, tr.log_every = settings.num_steps, settings.log_every
+  tr.checkpoint_every, tr.sample_every = settings.checkpoint_every, settings.sample_every
+  tr.global_batch_size = settings.batch_size or tr.global_batch_size
+  tr.restore_step = 0
+  config.optim.peak_lr, config.optim.warmup_steps = settings.peak_lr, settings.warmup_steps
+  config.data.dir = settings.data_dir or config.data.dir
+  set_periodic_eval(config, settings, base_flag)
+
+
 def set_periodic_eval(config, settings, base_flag: str) -> None:
   """The derived run's periodic evaluation from its settings (eval_every, eval_config, eval_overrides),
   falling back on the config it came from for the eval config and overrides."""
@@ -63,14 +76,7 @@ def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.Co
     config.distill.guidance = float(settings.guidance or teacher.sample.cfg)
     config.distill.mean_fraction = float(settings.mean_fraction)
     config.distill.dmd_weight = float(settings.dmd_weight)
-    tr = config.train
-    tr.num_steps, tr.log_every = settings.num_steps, settings.log_every
-    tr.checkpoint_every, tr.sample_every = settings.checkpoint_every, settings.sample_every
-    tr.global_batch_size = settings.batch_size or tr.global_batch_size
-    tr.restore_step = 0
-    config.optim.peak_lr, config.optim.warmup_steps = settings.peak_lr, settings.warmup_steps
-    set_periodic_eval(config, settings, "--teacher")
-    config.data.dir = settings.data_dir or config.data.dir
+    lay_over(config, settings, "--teacher")
     s = config.sample
     s.steps, s.cfg, s.sampler, s.cache, s.guidance_interval = settings.sample_steps, 1.0, "euler", "none", (0.0, 1.0)
   return config

@@ -9,7 +9,7 @@ import os
 
 import ml_collections
 
-from vdit.config.distill import set_periodic_eval
+from vdit.config.distill import lay_over
 from vdit.core.errors import ConfigError
 
 
@@ -45,14 +45,7 @@ def finetune_config(base, base_workdir: str, settings, base_step: int) -> ml_col
     lora.targets = tuple(settings.targets)
     config.finetune.base = os.path.abspath(base_workdir)
     config.finetune.base_step = int(base_step)
-    tr = config.train
-    tr.num_steps, tr.log_every = settings.num_steps, settings.log_every
-    tr.checkpoint_every, tr.sample_every = settings.checkpoint_every, settings.sample_every
-    tr.global_batch_size = settings.batch_size or tr.global_batch_size
-    tr.restore_step = 0
-    config.optim.peak_lr, config.optim.warmup_steps = settings.peak_lr, settings.warmup_steps
+    lay_over(config, settings, "--base")
     config.optim.ema_decay = float(settings.ema_decay)
     config.optim.weight_decay = 0.0  # decay would pull B, not the update's size, towards zero
-    set_periodic_eval(config, settings, "--base")
-    config.data.dir = settings.data_dir or config.data.dir
   return config
