@@ -1,6 +1,9 @@
 """Data job: writes an evaluation prompt list for a toy dataset (vdit.toy.prompts.eval_prompts).
 
   python -m data_prep.toy_prompts --data=runs/toy_data --out=runs/toy/prompts.txt [--num_seen=8 --repeats=2]
+
+A two-object dataset (`data_prep.toy_world --objects=2`) gets two-object prompts: every held-out
+pair plus `num_seen` pairs of the training distribution.
 """
 import os
 
@@ -14,7 +17,7 @@ from vdit.toy.prompts import eval_prompts
 def define_flags():
   command.define_path("data", None, "Toy dataset directory (with held_out.json).", kind="dir", required=True)
   flags.DEFINE_string("out", None, "Output prompts file.", required=True)
-  flags.DEFINE_integer("num_seen", 8, "How many seen combinations to add.", lower_bound=0)
+  flags.DEFINE_integer("num_seen", 8, "How many seen combinations (or pairs) to add.", lower_bound=0)
   flags.DEFINE_integer("repeats", 2, "Videos per prompt.", lower_bound=1)
 
 

@@ -73,6 +73,8 @@ def test_correct_captions_score_perfect(clips):
   assert report["shape_accuracy"] == 1.0
   assert report["held_out"] == {"num_videos": 0, "colour_accuracy": None, "shape_accuracy": None,
                                 "direction_accuracy": None, "both_accuracy": None}
+  assert set(report) == {"num_videos", "colour_accuracy", "shape_accuracy", "direction_accuracy", "both_accuracy",
+                         "seen", "held_out", "videos", "skipped"}  # no two_objects without two-object prompts
 
 
 def test_swapped_shapes_score_zero_shape_accuracy(clips):
@@ -93,7 +95,7 @@ def test_shapes_of_toy_world_clips_are_read_back():
     clips = dataset_files.read_clips(d)
   assert {c["shape"] for c in clips} == set(toy_spec.SHAPES)
   for c in clips:
-    assert toy.predict_shape(toy._foreground_mask(c["frames"])) == c["shape"], c["caption"]
+    assert toy.predict_shape(toy.foreground_mask(c["frames"])) == c["shape"], c["caption"]
 
 
 def test_swapped_colours_score_zero_colour_accuracy(clips):

@@ -5,7 +5,6 @@ text-video alignment from a toy encoder pair; toy adherence via the toy judge; t
 consistency (cosine similarity of consecutive frame features) and motion magnitude (mean absolute
 frame-to-frame change in [0, 1]). Each is computed for the reference clips too, as a yardstick.
 """
-import json
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from vdit.toy import spec as toy_spec
 from vdit.eval import stats
 from vdit.toy import judge as toy
+from vdit.toy import pair_judge
 
 
 def sample_size_problems(c, features, *, num_generated: int, num_reference: int, num_frames: int) -> list[str]:
@@ -37,11 +37,11 @@ def sample_size_problems(c, features, *, num_generated: int, num_reference: int,
 
 
 def read_held_out(reference_dir: str) -> set:
+  """The reference dataset's held-out combinations and pairs (`toy.load_held_out`); none without one."""
   path = os.path.join(reference_dir, "held_out.json") if reference_dir else ""
   if not path or not os.path.isfile(path):
     return set()
-  with open(path) as f:
-    return {tuple(c) for c in json.load(f).get("combinations", [])}
+  return toy.load_held_out(path)
 
 
 def _consecutive_cosine(frame_features_ntd: np.ndarray) -> float:
@@ -141,22 +141,40 @@ def _alignment(aligner, videos, prompts, metrics, per_video):
 
 
 def _toy_adherence(videos, prompts, held_out, metrics, skipped, per_video):
-  judged = []
+  """The toy judge's accuracies: `{split}{colour,shape,direction,all}_accuracy` over one-object
+  captions, `{split}{object,pair}_*_accuracy` (`pair_judge.summary`) over two-object ones; split
+  is "", "seen_" or "held_out_"."""
+  judged, pairs = [], []
   for i, (video, prompt) in enumerate(zip(videos, prompts)):
-    parsed = toy_spec.parse_caption(prompt)
-    if parsed is None:
+    objects = toy_spec.parse_objects(prompt)
+    if objects is None:
       continue
-    colour, shape, direction = parsed
+    if len(objects) == 2:
+      verdict = pair_judge.judge_objects(video, objects)
+      row = {f"object_{key}_ok": [o[f"{key}_ok"] for o in verdict["objects"]]
+             for key in ("colour", "shape", "direction")}
+      row.update(pair_colour_direction_ok=verdict["pair_colour_direction_ok"], pair_all_ok=verdict["pair_all_ok"],
+                 held_out=toy_spec.pair_key(objects) in held_out)
+      per_video[i].update(row)
+      pairs.append({**verdict, "held_out": row["held_out"]})
+      continue
+    colour, shape, direction = objects[0]
     verdict = toy.judge_video(video, colour, direction, shape)
     row = {"colour_ok": verdict["colour_ok"], "shape_ok": verdict["shape_ok"],
-           "direction_ok": verdict["direction_ok"], "held_out": parsed in held_out}
+           "direction_ok": verdict["direction_ok"], "held_out": objects[0] in held_out}
     row["all_ok"] = row["colour_ok"] and row["shape_ok"] and row["direction_ok"]
     per_video[i].update(row)
     judged.append(row)
-  if not judged:
+  if not judged and not pairs:
     skipped["toy_adherence"] = "no prompt is a toy caption"
     return
-  for split, rows in (("", judged), ("seen_", [r for r in judged if not r["held_out"]]),
-                      ("held_out_", [r for r in judged if r["held_out"]])):
-    for key in ("colour", "shape", "direction", "all"):
-      metrics[f"{split}{key}_accuracy"] = float(np.mean([r[f"{key}_ok"] for r in rows])) if rows else None
+  for split, keep in (("", lambda r: True), ("seen_", lambda r: not r["held_out"]),
+                      ("held_out_", lambda r: r["held_out"])):
+    if judged:
+      rows = [r for r in judged if keep(r)]
+      for key in ("colour", "shape", "direction", "all"):
+        metrics[f"{split}{key}_accuracy"] = float(np.mean([r[f"{key}_ok"] for r in rows])) if rows else None
+    if pairs:
+      for name, value in pair_judge.summary([r for r in pairs if keep(r)]).items():
+        if name != "num_videos":
+          metrics[f"{split}{name}"] = value

@@ -1,113 +1,31 @@
 """The toy judge: does each generated clip show the colour, shape and direction its prompt asked for?
 
 Launch:
-  python -m vdit.toy.judge --index=OUT/index.jsonl --held_out=DATA/held_out.json --out=FILE.json
+  python -m vdit.toy.judge --index=OUT/index.jsonl --held_out=DATA/held_out.json --out=FILE.json \
+      [--real=DATA]   # also the judge's accuracy on the dataset's own clips
 
 `index.jsonl` holds one JSON object per line with at least `prompt` and `path` (relative to the
 index file's directory). Prompts that are not toy captions (`vdit.toy.spec`) are skipped
-and listed under `skipped`. Accuracies of an empty split are null.
+and listed under `skipped`. Accuracies of an empty split are null. Two-object captions ("a red
+circle moving left and a blue square moving up", `vdit.toy.pair_judge`) are reported under
+`two_objects`: per-object and per-pair accuracies, split into seen / held_out pairs.
 """
 import json
 import os
+import tempfile
 from typing import Optional
 
 from absl import flags
 import numpy as np
 
+from vdit.toy import pair_judge
 from vdit.toy import spec as toy_spec
 from vdit.core import command
 from vdit.core.errors import UserError
-from vdit.media import video_reader
-
-# A pixel is foreground when its RGB lies this far (Euclidean) from BACKGROUND; every palette
-# colour is over 200 away, so codec ringing and blended edges stay on the right side.
-_FOREGROUND_DISTANCE = 60.0
-# Motion below this fraction of the frame over the whole clip counts as static.
-_MIN_DISPLACEMENT = 0.05
-_NONE = "none"
-
-_BACKGROUND = np.array(toy_spec.BACKGROUND, np.float32)
-
-
-def _foreground_mask(frames_thw3: np.ndarray) -> np.ndarray:
-  diff = frames_thw3.astype(np.float32) - _BACKGROUND
-  return np.linalg.norm(diff, axis=-1) > _FOREGROUND_DISTANCE
-
-
-def predict_colour(frames_thw3: np.ndarray, mask_thw: np.ndarray, palette=toy_spec.COLOURS) -> str:
-  """The palette colour that best explains the foreground as that colour blended over the background.
-
-  Each foreground pixel p is fitted as bg + a (c - bg) with a in [0, 1] for every palette colour c;
-  the colour with the smallest median residual wins. Soft or blurred edges (a < 1) darken a colour
-  toward the background, which a nearest-RGB rule misreads (half-covered yellow is nearer orange);
-  the blend model reads them as the colour they are. 'none' without foreground. `palette`: {name: rgb}.
-  """
-  if not mask_thw.any():
-    return _NONE
-  names = tuple(palette)
-  pixels = frames_thw3[mask_thw].astype(np.float32) - _BACKGROUND  # [P, 3]
-  directions = np.array([palette[n] for n in names], np.float32) - _BACKGROUND  # [K, 3]
-  alpha = np.clip(pixels @ directions.T / np.sum(directions**2, axis=-1), 0.0, 1.0)  # [P, K]
-  residual = np.linalg.norm(pixels[:, None, :] - alpha[..., None] * directions[None], axis=-1)
-  return names[int(np.argmin(np.median(residual, axis=0)))]
-
-
-def frame_colours(frames_thw3: np.ndarray) -> list[str]:
-  """The palette colour each frame shows ('none' for a frame without foreground)."""
-  frames_thw3 = np.asarray(frames_thw3)
-  return [predict_colour(frame[None], mask[None]) for frame, mask in zip(frames_thw3, _foreground_mask(frames_thw3))]
-
-
-def predict_shape(mask_thw: np.ndarray) -> str:
-  """Circle, square or triangle: the shape whose template, placed at each frame's foreground
-  centroid and sized to its area, overlaps the foreground best (IoU), by majority over frames.
-
-  Fitting whole templates is robust to the ragged edges and stray pixels of generated frames,
-  which upset bounding-box ratios.
-  """
-  votes = []
-  height, width = mask_thw.shape[1:]
-  for mask in mask_thw:
-    ys, xs = np.nonzero(mask)
-    if ys.size < 4:
-      continue
-    cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
-    best, best_iou = _NONE, -1.0
-    for shape in toy_spec.SHAPES:
-      r = np.sqrt(ys.size / toy_spec.SHAPE_AREA[shape])
-      template = toy_spec.shape_masks(shape, cx, cy - toy_spec.SHAPE_CENTROID_OFFSET[shape] * r, r, height, width)[0]
-      iou = np.sum(template & mask) / np.sum(template | mask)
-      if iou > best_iou:
-        best, best_iou = shape, iou
-    votes.append(best)
-  if not votes:
-    return _NONE
-  names, counts = np.unique(votes, return_counts=True)
-  return str(names[np.argmax(counts)])
-
-
-def predict_direction(mask_thw: np.ndarray) -> str:
-  """Direction of the foreground centroid's least-squares track, or 'none' if it barely moves."""
-  num_frames, height, width = mask_thw.shape
-  ts, xs, ys = [], [], []
-  for t in range(num_frames):
-    y, x = np.nonzero(mask_thw[t])
-    if x.size:
-      ts.append(t)
-      xs.append(x.mean())
-      ys.append(y.mean())
-  if len(ts) < 2:
-    return _NONE
-  ts = np.asarray(ts, np.float64)
-  span = ts[-1] - ts[0]
-  # Slope (pixels per frame) times the clip length, over the frame size: resolution-independent.
-  dx = np.polyfit(ts, xs, 1)[0] * span / width
-  dy = np.polyfit(ts, ys, 1)[0] * span / height
-  if max(abs(dx), abs(dy)) < _MIN_DISPLACEMENT:
-    return _NONE
-  if abs(dx) >= abs(dy):
-    return "right" if dx > 0 else "left"
-  return "down" if dy > 0 else "up"
+from vdit.data import dataset_files
+from vdit.media import video_io, video_reader
+# The readings, also used through this module (judge.frame_colours, judge.predict_shape, ...).
+from vdit.toy.reading import foreground_mask, frame_colours, predict_colour, predict_direction, predict_shape
 
 
 def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None) -> dict:
@@ -134,7 +52,7 @@ def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
-  mask = _foreground_mask(frames)
+  mask = foreground_mask(frames)
   pred_colour = predict_colour(frames, mask, toy_spec.palette(colour))
   pred_direction = predict_direction(mask)
   verdict = {
@@ -149,7 +67,9 @@ def judge_video(frames, colour: str, direction: str, shape: Optional[str] = None
   return verdict
 
 
-def _load_held_out(path: str) -> set:
+def load_held_out(path: str) -> set:
+  """The held-out combinations (colour, shape, direction) and pairs (`toy_spec.pair_key`) a
+  dataset's held_out.json names."""
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"held-out file {path} does not exist; pass the dataset's held_out.json")
@@ -158,7 +78,11 @@ def _load_held_out(path: str) -> set:
   combos = data.get("combinations") if isinstance(data, dict) else None
   if not isinstance(combos, list) or not all(isinstance(c, list) and len(c) == 3 for c in combos):
     raise UserError(f"{path}: expected {{\"combinations\": [[colour, shape, direction], ...]}}")
-  return {tuple(c) for c in combos}
+  pairs = data.get("pairs", [])  # two-object datasets only
+  if not isinstance(pairs, list) or not all(
+      isinstance(p, list) and len(p) == 2 and all(isinstance(c, list) and len(c) == 3 for c in p) for p in pairs):
+    raise UserError(f"{path}: expected \"pairs\": [[[colour, shape, direction], [colour, shape, direction]], ...]")
+  return {tuple(c) for c in combos} | {toy_spec.pair_key(p) for p in pairs}
 
 
 def _read_index(index_path: str) -> list:
@@ -193,43 +117,94 @@ def _summary(videos: list) -> dict:
   }
 
 
+def judge_prompt(frames, objects, held_out=frozenset()) -> dict:
+  """One video's row: `judge_video` of a one-object caption (`toy_spec.parse_objects`), or
+  `pair_judge.judge_objects` of a two-object one, and whether it is held out of training."""
+  if len(objects) == 2:
+    return {**pair_judge.judge_objects(frames, objects), "held_out": toy_spec.pair_key(objects) in held_out}
+  colour, shape, direction = objects[0]
+  return {"colour": colour, "shape": shape, "direction": direction, **judge_video(frames, colour, direction, shape),
+          "held_out": objects[0] in held_out}
+
+
+def _report(rows: list, skipped: list) -> dict:
+  """The one-object summary, split into seen / held_out, and a "two_objects" one if any."""
+  one = [r for r in rows if "objects" not in r]
+  report = {
+      **_summary(one),
+      "seen": _summary([v for v in one if not v["held_out"]]),
+      "held_out": _summary([v for v in one if v["held_out"]]),
+      "videos": one,
+      "skipped": skipped,
+  }
+  two = [r for r in rows if "objects" in r]
+  if two:
+    report["two_objects"] = {
+        **pair_judge.summary(two),
+        "seen": pair_judge.summary([v for v in two if not v["held_out"]]),
+        "held_out": pair_judge.summary([v for v in two if v["held_out"]]),
+        "videos": two,
+    }
+  return report
+
+
 def judge_index(index_path: str, held_out_path: Optional[str] = None) -> dict:
   """Judges every toy-caption video listed in an index.jsonl; see the module docstring."""
-  held_out = _load_held_out(held_out_path) if held_out_path else set()
+  held_out = load_held_out(held_out_path) if held_out_path else set()
   base_dir = os.path.dirname(os.path.abspath(index_path))
-  videos, skipped = [], []
+  rows, skipped = [], []
   for line_no, entry in _read_index(index_path):
     prompt, rel_path = entry["prompt"], entry["path"]
-    parsed = toy_spec.parse_caption(prompt)
-    if parsed is None:
+    objects = toy_spec.parse_objects(prompt)
+    if objects is None:
       skipped.append({"prompt": prompt, "path": rel_path})
       continue
-    colour, shape, direction = parsed
     video_path = os.path.join(base_dir, rel_path)
     if not os.path.isfile(video_path):
       raise FileNotFoundError(
           f"{index_path}:{line_no}: video {video_path} does not exist (paths are relative to the "
           "index file's directory)")
-    verdict = judge_video(video_reader.read_video(video_path), colour, direction, shape)
-    videos.append({"prompt": prompt, "path": rel_path, "colour": colour, "shape": shape, "direction": direction,
-                   **verdict, "held_out": parsed in held_out})
-  return {
-      **_summary(videos),
-      "seen": _summary([v for v in videos if not v["held_out"]]),
-      "held_out": _summary([v for v in videos if v["held_out"]]),
-      "videos": videos,
-      "skipped": skipped,
-  }
+    rows.append({"prompt": prompt, "path": rel_path,
+                 **judge_prompt(video_reader.read_video(video_path), objects, held_out)})
+  return _report(rows, skipped)
+
+
+def judge_real_clips(data_dir: str, limit: int = 64, mp4_scale: int = 4) -> dict:
+  """The judge on a toy dataset's own clips against their captions: its accuracy on real clips,
+  to state beside a score on generated videos. Each clip goes through an mp4 at `mp4_scale`
+  like `vdit.sample`'s videos (0: the raw frames). Same report as `judge_index`."""
+  held_out_path = os.path.join(data_dir, "held_out.json")
+  held_out = load_held_out(held_out_path) if os.path.isfile(held_out_path) else set()
+  rows, skipped = [], []
+  with tempfile.TemporaryDirectory() as scratch:
+    for i, clip in enumerate(dataset_files.read_clips(data_dir, limit=limit)):
+      objects = toy_spec.parse_objects(clip["caption"])
+      if objects is None:
+        skipped.append({"prompt": clip["caption"], "path": f"clip {i}"})
+        continue
+      frames = clip["frames"]
+      if mp4_scale:
+        path = os.path.join(scratch, f"{i}.mp4")
+        video_io.write_mp4(path, frames, fps=8, scale=mp4_scale)
+        frames = video_reader.read_video(path)
+      rows.append({"prompt": clip["caption"], "path": f"clip {i}", **judge_prompt(frames, objects, held_out)})
+  return _report(rows, skipped)
 
 
 def define_flags():
   command.define_path("index", None, "index.jsonl listing generated videos and prompts.", required=True)
-  command.define_path("held_out", None, "held_out.json naming held-out combinations.")
+  command.define_path("held_out", None, "held_out.json naming held-out combinations (and pairs).")
   flags.DEFINE_string("out", None, "Also write the JSON report to this file.")
+  command.define_path("real", None, "A toy dataset: also judge its own clips (as mp4s at scale 4, like the samples) "
+                      "and report the judge's accuracy on them under real_clips.", kind="dir")
+  flags.DEFINE_integer("num_real", 64, "Clips of --real to judge.", lower_bound=1)
 
 
 def main(f):
-  report = json.dumps(judge_index(f.index, f.held_out), indent=2)
+  report = judge_index(f.index, f.held_out)
+  if f.real:
+    report["real_clips"] = judge_real_clips(f.real, f.num_real)
+  report = json.dumps(report, indent=2)
   print(report)
   if f.out:
     with open(f.out, "w") as out:

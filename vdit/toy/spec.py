@@ -28,6 +28,7 @@ BACKGROUND = (20, 20, 20)
 SQUARE_HALF = 0.9  # square half-side / r: about the circle's area
 
 _CAPTION_RE = re.compile(r"^\s*an? (\w+) (\w+) moving (\w+)\s*\.?\s*$")
+_TWO_CAPTION_RE = re.compile(r"^\s*an? (\w+) (\w+) moving (\w+) and an? (\w+) (\w+) moving (\w+)\s*\.?\s*$")
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
@@ -41,7 +42,36 @@ def parse_caption(text: str):
   match = _CAPTION_RE.match(text.lower())
   if not match:
     return None
-  colour, shape, direction = match.groups()
+  return known_object(*match.groups())
+
+
+def objects_caption(objects) -> str:
+  """The caption of one or two objects, e.g. 'a red circle moving left and a blue square moving up'."""
+  return " and ".join(caption(*o) for o in objects)
+
+
+def parse_objects(text: str):
+  """Returns [(colour, shape, direction)] for a one- or two-object toy caption, or None if it is
+  not one. Two objects must differ in colour: the colour is how the judge tells them apart."""
+  one = parse_caption(text)
+  if one is not None:
+    return [one]
+  match = _TWO_CAPTION_RE.match(text.lower())
+  if not match:
+    return None
+  objects = [known_object(*match.groups()[:3]), known_object(*match.groups()[3:])]
+  if None in objects or objects[0][0] == objects[1][0]:
+    return None
+  return objects
+
+
+def pair_key(objects) -> tuple:
+  """A pair's identity whatever order its caption names the two objects in."""
+  return tuple(sorted(map(tuple, objects)))
+
+
+def known_object(colour, shape, direction):
+  """(colour, shape, direction) if each is in the vocabulary (new colours included), else None."""
   if colour not in COLOURS and colour not in NEW_COLOURS or shape not in SHAPES or direction not in DIRECTIONS:
     return None
   return colour, shape, direction

@@ -11,7 +11,8 @@ Output directory:
   held_out.json  {"combinations": [[colour, shape, direction], ...], "captions": [...]}
   metadata.json  written last; readers treat its presence as "dataset complete".
 
-Written by the data job `python -m data_prep.toy_world --output=/tmp/toy --num_clips=2048`.
+Written by the data job `python -m data_prep.toy_world --output=/tmp/toy --num_clips=2048`. The
+two-object world (`vdit.toy.two_objects`, `--objects=2`) uses the motion sampler and writer here.
 """
 import os
 
@@ -68,11 +69,13 @@ def render_clip(colour, shape, direction, *, start, speed, radius, num_frames, h
   return frames
 
 
-def sample_motion(rng, direction, *, num_frames, height, width):
-  """Random radius, speed and start keeping the shape inside the frame for the whole clip."""
+def sample_motion(rng, direction, *, num_frames, height, width, radius_range=None):
+  """Random radius, speed and start keeping the shape inside the frame for the whole clip.
+
+  radius_range: (low, high) in pixels; default (size / 8, size / 6), size the shorter side."""
   size = min(height, width)
   scale = size / 32
-  radius = rng.uniform(size / 8, size / 6)
+  radius = rng.uniform(*(radius_range or (size / 8, size / 6)))
   ux, uy = toy_spec.DIRECTIONS[direction]
   along = width if ux else height  # Frame extent along the motion axis.
   across = height if ux else width
@@ -87,6 +90,23 @@ def sample_motion(rng, direction, *, num_frames, height, width):
   across_start = rng.uniform(low, across - low)
   start = (along_start, across_start) if ux else (across_start, along_start)
   return start, speed, radius
+
+
+def check_request(*, split: str, num_clips: int, num_shards: int, num_frames: int, height: int, width: int):
+  """Raises a UserError for a split, clip count or clip size no toy world can be drawn with."""
+  if split not in ("train", "eval"):
+    raise UserError(f"split={split!r}; choose 'train' or 'eval'.")
+  if num_clips < 1 or not 1 <= num_shards <= num_clips:
+    raise UserError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
+                    f"num_clips={num_clips}, num_shards={num_shards}.")
+  if num_frames < 2:
+    raise UserError(f"num_frames must be >= 2 to show motion, got {num_frames}.")
+  size = min(height, width)
+  worst_room = size - 2 * (size / 6 + _MARGIN)  # Largest radius, shortest axis.
+  if worst_room / (num_frames - 1) < _MIN_SPEED * size / 32:
+    raise UserError(
+        f"{num_frames} frames of {height}x{width} leave no room for visible motion; use fewer "
+        "frames or a larger frame.")
 
 
 def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, height: int = 32,
@@ -107,32 +127,15 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
   if unknown or not colours:
     raise UserError(f"colours {unknown or '(none)'}: choose from {sorted(toy_spec.COLOURS)} or the new concepts "
                     f"{sorted(toy_spec.NEW_COLOURS)}.")
-  if split not in ("train", "eval"):
-    raise UserError(f"split={split!r}; choose 'train' or 'eval'.")
   if not 0.0 <= replay < 1.0:
     raise UserError(f"replay={replay} must be in [0, 1): the share of base-world clips.")
-  if num_clips < 1 or not 1 <= num_shards <= num_clips:
-    raise UserError(f"Need num_clips >= 1 and 1 <= num_shards <= num_clips, got "
-                    f"num_clips={num_clips}, num_shards={num_shards}.")
-  if num_frames < 2:
-    raise UserError(f"num_frames must be >= 2 to show motion, got {num_frames}.")
-  size = min(height, width)
-  worst_room = size - 2 * (size / 6 + _MARGIN)  # Largest radius, shortest axis.
-  if worst_room / (num_frames - 1) < _MIN_SPEED * size / 32:
-    raise UserError(
-        f"{num_frames} frames of {height}x{width} leave no room for visible motion; use fewer "
-        "frames or a larger frame.")
+  check_request(split=split, num_clips=num_clips, num_shards=num_shards, num_frames=num_frames,
+                height=height, width=width)
   held_rng, train_rng, eval_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
   held_out = choose_held_out(num_held_out, held_rng, colours)
   train_combos = [c for c in toy_spec.all_combinations(colours) if c not in held_out]
   clip_rng = train_rng if split == "train" else eval_rng
   combos = train_combos if split == "train" else toy_spec.all_combinations(colours)
-
-  os.makedirs(output_dir, exist_ok=True)
-  metadata_path = os.path.join(output_dir, "metadata.json")
-  # A stale metadata.json would vouch for shards we are about to replace.
-  if os.path.exists(metadata_path):
-    os.remove(metadata_path)
 
   # Every combination of the split appears equally often (within one), in shuffled order.
   if replay and split == "train":
@@ -155,6 +158,31 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
         frames, toy_spec.caption(colour, shape, direction),
         colour=colour, shape=shape, direction=direction))
 
+  held_out_doc = {
+      "combinations": [list(c) for c in held_out],
+      "captions": [toy_spec.caption(*c) for c in held_out],
+  }
+  return write_dataset(output_dir, clips, held_out_doc, num_frames=num_frames, height=height, width=width,
+                       fps=fps, num_shards=num_shards, details={
+                           "seed": seed,
+                           "split": split,
+                           "num_held_out": num_held_out,
+                           "num_train_combinations": len(train_combos),
+                           "colours": list(colours),
+                           "replay": replay if split == "train" else 0.0,
+                       })
+
+
+def write_dataset(output_dir: str, clips: list, held_out_doc: dict, *, num_frames: int, height: int,
+                  width: int, fps: int, num_shards: int, details: dict) -> dict:
+  """Writes encoded clips as shards, held_out.json and, last, metadata.json (the common keys, then
+  `details`); returns the metadata."""
+  os.makedirs(output_dir, exist_ok=True)
+  metadata_path = os.path.join(output_dir, "metadata.json")
+  # A stale metadata.json would vouch for shards we are about to replace.
+  if os.path.exists(metadata_path):
+    os.remove(metadata_path)
+  num_clips = len(clips)
   shards = []
   bounds = np.linspace(0, num_clips, num_shards + 1).astype(int)
   for i in range(num_shards):
@@ -162,10 +190,7 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
     dataset_files.write_shard(os.path.join(output_dir, name), clips[bounds[i]:bounds[i + 1]])
     shards.append(name)
 
-  dataset_files.write_json(os.path.join(output_dir, "held_out.json"), {
-      "combinations": [list(c) for c in held_out],
-      "captions": [toy_spec.caption(*c) for c in held_out],
-  })
+  dataset_files.write_json(os.path.join(output_dir, "held_out.json"), held_out_doc)
   metadata = {
       "format": dataset_files.FORMAT,
       "version": dataset_files.VERSION,
@@ -179,12 +204,7 @@ def generate(output_dir: str, *, num_clips: int = 2048, num_frames: int = 12, he
           "shards": shards, "clips_per_shard": np.diff(bounds).tolist()}],
       "captions_kind": "toy",
       "generator": "data_prep.toy_world",
-      "seed": seed,
-      "split": split,
-      "num_held_out": num_held_out,
-      "num_train_combinations": len(train_combos),
-      "colours": list(colours),
-      "replay": replay if split == "train" else 0.0,
+      **details,
   }
   dataset_files.write_json(metadata_path, metadata)
   return metadata
