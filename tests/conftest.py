@@ -3,9 +3,10 @@ import os
 import sys
 import tempfile
 
-# No LLVM optimisation: compiling tiny programs, not running them, is most of the suite's time
-# (tests/helpers.py FAST_COMPILE).
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+# Compiling tiny programs, not running them, is most of the suite's time: the fast-compile flags of
+# tests/helpers.py FAST_COMPILE (kept in step with it by hand: this runs before anything is imported).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+                      "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests in one process (and the CLI runs they start, tests/helpers.py) share compiled programs
