@@ -50,10 +50,11 @@ def test_cfg_cache_runs_both_passes_on_every_refresh_step(uncached, monkeypatch)
   full_steps = -(-8 // caching.CFG_REFRESH)
   assert passes == 8 + full_steps and 2 * 8 / passes >= 1.6
   assert np.isfinite(videos).all() and not np.array_equal(videos, expected)
-  # Refreshed every step, the cached difference is never used: uncached sampling exactly.
+  # Refreshed every step, the cached difference is never used: uncached sampling, to float32 round-off
+  # (a separately compiled program may fuse and order the same sums differently).
   monkeypatch.setattr(caching, "CFG_REFRESH", 1)
   videos, passes = _generate(sampler, cache="cfg")
-  np.testing.assert_array_equal(videos, expected)
+  np.testing.assert_allclose(videos, expected, rtol=0, atol=1e-5)
   assert passes == 16
 
 
