@@ -54,7 +54,7 @@ def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teac
 
   student = tmp_path / "student"
   result = cli("vdit.distill", f"--teacher={teacher_workdir}", "--config=configs/distill_toy.py", f"--workdir={student}",
-               "--config.num_steps=150", "--config.checkpoint_every=150", "--config.log_every=10",
+               "--config.num_steps=80", "--config.checkpoint_every=80", "--config.log_every=10",
                "--config.warmup_steps=5", "--config.peak_lr=1e-3")
   assert result.returncode == 0, result.stderr[-3000:]
   recorded = json.loads((student / "config.json").read_text())

@@ -7,7 +7,6 @@ is one `WeightsError` naming the file, the tensor and what was expected.
 import os
 
 import numpy as np
-from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from vdit.core.errors import UserError
@@ -38,18 +37,20 @@ def load(path: str) -> tuple[dict, dict]:
     raise WeightsError(f"Weights file {path!r} is not a readable safetensors file ({e}).") from None
 
 
-def module_tensors(module: nnx.Module) -> dict:
+def module_tensors(module) -> dict:
   """{'a.b.kernel': array} for every nnx.Param of a module."""
+  from flax import nnx  # here: commands that only read and write files start without JAX
   state = nnx.state(module, nnx.Param)
   return {".".join(map(str, path)): np.asarray(var.get_value()) for path, var in nnx.to_flat_state(state)}
 
 
-def load_into(module: nnx.Module, tensors: dict, source: str) -> None:
+def load_into(module, tensors: dict, source: str) -> None:
   """Assigns tensors to a module's parameters by name; names, shapes and dtypes must match exactly.
 
   Raises:
     WeightsError: naming `source`, the missing/unexpected tensors or the first shape/dtype mismatch.
   """
+  from flax import nnx
   state = nnx.state(module, nnx.Param)
   flat = list(nnx.to_flat_state(state))
   expected = {".".join(map(str, path)): var for path, var in flat}

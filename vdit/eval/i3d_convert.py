@@ -14,7 +14,6 @@ from absl import flags
 import numpy as np
 
 from vdit.core import command, weights
-from vdit.eval import i3d
 
 # PyTorch parameter suffix -> vdit suffix; the unit prefix (`Mixed_3b.b1b`, `logits`) is the same.
 _SUFFIXES = {
@@ -51,6 +50,7 @@ def convert_state_dict(torch_named_arrays: dict, width_divisor: int = 1) -> dict
   if "logits.conv3d.weight" not in torch_named_arrays:
     raise weights.WeightsError("The checkpoint has no 'logits.conv3d.weight'; is it a pytorch-i3d "
                                f"InceptionI3d state dict? Names: {_listing(torch_named_arrays)}.")
+  from vdit.eval import i3d  # here: `--help` and flag errors answer without importing JAX
   num_classes = int(np.shape(torch_named_arrays["logits.conv3d.weight"])[0])
   expected = set(i3d.tensor_shapes(num_classes=num_classes, width_divisor=width_divisor))
   converted, unknown = {}, []
@@ -98,6 +98,7 @@ def read_torch_checkpoint(path: str) -> dict:
 
 def convert_file(input_path: str, output_path: str, width_divisor: int = 1) -> dict:
   """Reads a pytorch-i3d checkpoint, converts it and writes the vdit file; returns its metadata."""
+  from vdit.eval import i3d
   tensors = convert_state_dict(read_torch_checkpoint(input_path), width_divisor)
   metadata = {"format": i3d.FORMAT, "width_divisor": width_divisor,
               "num_classes": tensors["logits.conv.kernel"].shape[-1], "source": os.path.basename(input_path)}

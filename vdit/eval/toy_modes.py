@@ -16,18 +16,12 @@ import os
 from absl import flags
 import numpy as np
 
-from vdit.diffusion.options import SampleOptions
-from vdit.toy import world as toy_world
-from vdit.toy import spec as toy_spec
-from vdit.config import pretrained
 from vdit.core import command, logs
-from vdit.diffusion import modes as sample_modes
-from vdit.parallel import sharding
-from vdit.model import factory
 from vdit.media import video_io
 from vdit.toy import judge
-from vdit.diffusion.generation import VideoSampler
-from vdit.text.tokenizer import Tokenizer
+from vdit.toy import spec as toy_spec
+from vdit.toy import world as toy_world
+
 
 def _clip(rng, colour, shape, direction, t, size):
   start, speed, radius = toy_world.sample_motion(rng, direction, num_frames=t, height=size, width=size)
@@ -57,6 +51,7 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
   opts: sample_modes options (num_frames is the model's window; height == width). Inputs and the
   first video of each mode (as a 4x GIF) are written under out_dir.
   """
+  from vdit.diffusion import modes as sample_modes  # JAX: imported once the flags are known to be good
   unknown = sorted(set(modes) - set(MODES))
   if unknown:
     raise ValueError(f"Unknown modes {unknown}; choose from {MODES}.")
@@ -161,6 +156,12 @@ def summarise(results: dict) -> dict:
 
 def load_sampler(workdir: str):
   """(VideoSampler on the latest EMA weights, sample_modes options from the config's sample settings)."""
+  from vdit.config import pretrained
+  from vdit.diffusion.generation import VideoSampler
+  from vdit.diffusion.options import SampleOptions
+  from vdit.model import factory
+  from vdit.parallel import sharding
+  from vdit.text.tokenizer import Tokenizer
   config = pretrained.load_config(workdir)
   s = config.sample
   mesh = sharding.make_mesh({"data": -1})

@@ -9,6 +9,7 @@ metadata, loaded by `vdit.vae.wan_vae.load(path)`. Only safetensors is read (no 
 Wan repository's `Wan2.1_VAE.pth` must first be turned into the diffusers layout.
 """
 import os
+from typing import TYPE_CHECKING
 
 from absl import flags
 import numpy as np
@@ -16,7 +17,9 @@ import numpy as np
 from vdit.core import command, weights
 from vdit.core.errors import ConfigError
 from vdit.interop.wan import diffusers_config
-from vdit.vae import wan_vae
+
+if TYPE_CHECKING:  # imported where used: `--help` and flag errors answer without importing JAX
+  from vdit.vae import wan_vae
 
 # diffusers module names -> vdit ones (the rest of the path is the same).
 _RENAMES = ((".upsamplers.0.", ".upsampler."), (".resample.1.", ".conv."))
@@ -31,12 +34,13 @@ def _listing(names) -> str:
   return f"{names[:8]}{' ...' if len(names) > 8 else ''} ({len(names)})"
 
 
-def config_from_diffusers(cfg: dict, source: str = "config") -> wan_vae.WanVAEConfig:
+def config_from_diffusers(cfg: dict, source: str = "config") -> "wan_vae.WanVAEConfig":
   """WanVAEConfig from diffusers' AutoencoderKLWan config.json contents.
 
   Raises:
     ConfigError: naming `source` and the unknown key or the unsupported value.
   """
+  from vdit.vae import wan_vae
   cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in _IGNORED_CONFIG_KEYS}
   for key, allowed in _UNSUPPORTED.items():
     value = cfg.pop(key, allowed[0])
@@ -88,12 +92,13 @@ def to_diffusers(tensors: dict) -> dict:
   return out
 
 
-def convert_state_dict(tensors: dict, config: wan_vae.WanVAEConfig, source: str = "checkpoint") -> dict:
+def convert_state_dict(tensors: dict, config: "wan_vae.WanVAEConfig", source: str = "checkpoint") -> dict:
   """Maps a diffusers AutoencoderKLWan state dict ({name: array}) to vdit WanVAE tensors (float32).
 
   Raises:
     weights.WeightsError: naming `source`, listing unknown and missing names and every shape mismatch.
   """
+  from vdit.vae import wan_vae
   expected = wan_vae.tensor_shapes(config)
   converted, unknown, mismatched = {}, [], []
   for name, value in tensors.items():
@@ -117,15 +122,16 @@ def convert_state_dict(tensors: dict, config: wan_vae.WanVAEConfig, source: str 
   return converted
 
 
-def read_config(path: str) -> wan_vae.WanVAEConfig:
+def read_config(path: str) -> "wan_vae.WanVAEConfig":
   cfg = diffusers_config.read(path, "the VAE's")
   if cfg.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
     raise ConfigError(f"Config file {path!r} is not an AutoencoderKLWan config (_class_name={cfg['_class_name']!r}).")
   return config_from_diffusers(cfg, f"Config file {path!r}")
 
 
-def convert_file(input_path: str, config_path: str, output_path: str) -> wan_vae.WanVAEConfig:
+def convert_file(input_path: str, config_path: str, output_path: str) -> "wan_vae.WanVAEConfig":
   """Reads a diffusers VAE (safetensors + config.json), writes the vdit file; returns its config."""
+  from vdit.vae import wan_vae
   config = read_config(config_path)
   tensors, _ = weights.load(input_path)
   converted = convert_state_dict(tensors, config, f"Weights file {input_path!r}")
