@@ -40,34 +40,63 @@ def _assert_refused(result, message, out):
   assert not os.path.exists(out)
 
 
+# Flags -> the one-line refusal, or None where the sizes fit (the run then goes on to the weights).
+_SIZE_CASES = [
+    ("pixel", {"num_frames": 5}, "--num_frames=5 is not a multiple of 2, which the model's patch (2, 8, 8) needs; use "
+     "--num_frames=4 or 6."),
+    ("pixel", {"height": 36, "width": 4}, "--height=36 is not a multiple of 8 and --width=4 is not a multiple of 8, "
+     "which the model's patch (2, 8, 8) needs; use --height=32 or 40, --width=8."),
+    ("latent", {"num_frames": 6, "width": 24}, "--num_frames=6 is not 1 + 4k and --width=24 is not a multiple of 16, "
+     "which the model's patch (1, 2, 2) over VAE latents (1 + (T - 1)/4 frames, sides / 8) needs; use "
+     "--num_frames=5 or 9, --width=16 or 32."),
+    ("pixel", {"total_frames": 4}, "--total_frames=4 must exceed the window num_frames=4"),
+    ("pixel", {"video": "{root}/clip.mp4", "extend": "forward", "extend_frames": 4},
+     "--extend_frames=4 must be between 1 and num_frames - 1 = 3"),
+    ("pixel", {"num_frames": 6, "height": 24, "width": 8}, None),
+    ("latent", {"num_frames": 9, "height": 32}, None),
+    ("latent", {"num_frames": 1}, None),  # text-to-image: the window is one latent frame
+]
+
+
+@pytest.mark.parametrize("model, values, message", _SIZE_CASES)
+def test_sizes_the_model_cannot_make_are_refused(untrained, model, values, message):
+  """The checks `vdit.sample` runs on the workdir's config before reading weights (in process: the
+  command's wiring is the CLI test below)."""
+  import types
+  from vdit import sample
+  from vdit.config import pretrained
+  from vdit.vae import latents
+  flags = dict(num_frames=None, height=None, width=None, image=None, video=None, extend=None, extend_frames=None,
+               connect=None, loop=False, edit=None, strength=0.8, total_frames=None)
+  flags.update({k: v.format(root=untrained) if isinstance(v, str) else v for k, v in values.items()})
+  f = types.SimpleNamespace(**flags)
+  config = pretrained.load_config(str(untrained / model))
+  mode, _ = sample.resolve_mode(f)
+  if message is None:
+    sample._sizes(f, mode, config, latents.from_config(config))
+  else:
+    with pytest.raises(sample.UsageError) as refusal:
+      sample._sizes(f, mode, config, latents.from_config(config))
+    assert message in str(refusal.value)
+
+
 @pytest.mark.parametrize("model, args, message", [
     ("pixel", ["--num_frames=5"], "error: --num_frames=5 is not a multiple of 2, which the model's patch (2, 8, 8) "
      "needs; use --num_frames=4 or 6."),
-    ("pixel", ["--height=36", "--width=4"], "--height=36 is not a multiple of 8 and --width=4 is not a multiple of 8, "
-     "which the model's patch (2, 8, 8) needs; use --height=32 or 40, --width=8."),
-    ("latent", ["--num_frames=6", "--width=24"], "--num_frames=6 is not 1 + 4k and --width=24 is not a multiple of 16, "
-     "which the model's patch (1, 2, 2) over VAE latents (1 + (T - 1)/4 frames, sides / 8) needs; use "
-     "--num_frames=5 or 9, --width=16 or 32."),
-    ("pixel", ["--total_frames=4"], "--total_frames=4 must exceed the window num_frames=4"),
-    ("pixel", ["--video={root}/clip.mp4", "--extend=forward", "--extend_frames=4"],
-     "--extend_frames=4 must be between 1 and num_frames - 1 = 3"),
+    ("latent", ["--num_frames=6", "--width=24"], "--num_frames=6 is not 1 + 4k and --width=24 is not a multiple of 16"),
     # Sizes that fit pass the check and get as far as the (missing) weights.
-    ("pixel", ["--num_frames=6", "--height=24", "--width=8"], "No checkpoint in"),
     ("latent", ["--num_frames=9", "--height=32"], "No checkpoint in"),
-    ("latent", ["--num_frames=1"], "No checkpoint in"),  # text-to-image: the window is one latent frame
 ])
 def test_sizes_the_model_cannot_make_are_refused_before_the_weights(untrained, tmp_path, model, args, message):
   out = tmp_path / "out"
-  result = cli("vdit.sample", f"--workdir={untrained / model}", "--prompt=a red circle", f"--out={out}",
-               *(a.format(root=untrained) for a in args))
+  result = cli("vdit.sample", f"--workdir={untrained / model}", "--prompt=a red circle", f"--out={out}", *args)
   _assert_refused(result, message, out)
 
 
+# (Flag-level refusals, --out naming a file and --steps=0 among them, are tests/test_commands.py's.)
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--num_frames=5", "--height=36"], "--num_frames=5 is not a multiple of 2 and --height=36 is not a multiple of 8"),
-    (["--out={file}"], "is an existing file, not a directory; pass a new or existing directory"),
-    (["--steps=0"], "--steps=0: 0 is not a positive integer"),
     (["--cache=cfg", "--frame_cfg=2"], "--cache='cfg' reuses the text-guidance difference alone"),
 ])
 def test_bad_sizes_and_outputs_with_a_trained_workdir(workdir, tmp_path, args, message):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vdit.core.memo import per_frozen_config
 from vdit.parallel import sharding
 
 from vdit.model.dit import VARIANTS, DiT
@@ -86,6 +87,7 @@ def lora_spec(config) -> LoRASpec | None:
   return LoRASpec(lora.rank, lora.alpha or float(lora.rank), tuple(lora.targets)) if lora.rank else None
 
 
+@per_frozen_config
 def abstract_model(config):
   """(graphdef, abstract param State with logical-axis metadata), without allocating anything."""
   model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))

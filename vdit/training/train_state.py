@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vdit.core.memo import per_frozen_config
 from vdit.parallel import sharding
 from vdit.model import lora
 from vdit.model.factory import init_params, param_shardings
@@ -38,6 +39,7 @@ def learning_rate_schedule(optim_config, num_steps: int):
       decay_steps=max(num_steps, warmup + 1), end_value=optim_config.peak_lr * optim_config.end_lr_fraction)
 
 
+@per_frozen_config
 def state_shardings(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
   params = trainable(config, param_shardings(config, mesh, rules))
   replicated = NamedSharding(mesh, P())
