@@ -1,11 +1,14 @@
 """Shared test helpers: toy data on disk and running the CLIs as a user would."""
+import atexit
 import fcntl
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,9 +43,48 @@ def cli_env(optimized=False, devices=8):
 
 
 def cli(module, *args, optimized=False, **kwargs):
-  """Runs `python -m module args...` from the repo root; returns the CompletedProcess."""
-  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=cli_env(optimized),
-                        capture_output=True, text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
+  """Runs `python -m module args...` from the repo root; returns the CompletedProcess. Runs with the
+  default environment are forked from tests/cli_server.py, which has JAX and vdit imported already."""
+  argv, env, timeout = [sys.executable, "-m", module, *map(str, args)], cli_env(optimized), kwargs.pop("timeout", 300)
+  server = None if kwargs else _CliServer.get(env)
+  if server is None:
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+  reply = server.run(module, argv[3:], env, timeout)
+  if reply["returncode"] is None:
+    raise subprocess.TimeoutExpired(argv, timeout, reply["stdout"], reply["stderr"])
+  return subprocess.CompletedProcess(argv, reply["returncode"], reply["stdout"], reply["stderr"])
+
+
+class _CliServer:
+  """This process's tests/cli_server.py, started on first use."""
+  _instance = None
+  # Read when JAX is imported, which the server did once: a run that changes them gets a process of its own.
+  _IMPORT_TIME = ("JAX_", "XLA_FLAGS", "TF_", "PYTHON")
+
+  def __init__(self, env):
+    self.env = {k: v for k, v in env.items() if k.startswith(self._IMPORT_TIME)}
+    self.lock = threading.Lock()
+    self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_server.py")], cwd=REPO, env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    atexit.register(self.proc.stdin.close)
+
+  @classmethod
+  def get(cls, env):
+    if os.environ.get("VDIT_TEST_CLI_SERVER", "1") == "0":
+      return None
+    if cls._instance is None or cls._instance.proc.poll() is not None:
+      cls._instance = cls(env)
+    same = {k: v for k, v in env.items() if k.startswith(cls._IMPORT_TIME)} == cls._instance.env
+    return cls._instance if same else None
+
+  def run(self, module, args, env, timeout):
+    with self.lock:
+      self.proc.stdin.write(json.dumps({"module": module, "args": args, "env": env, "timeout": timeout}) + "\n")
+      self.proc.stdin.flush()
+      line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"tests/cli_server.py died running {module} (exit {self.proc.wait()})")
+    return json.loads(line)
 
 
 def popen(module, *args):

@@ -32,7 +32,7 @@ def judged(tmp_path_factory):
   # optimized: this run is 400 steps, not a compilation (tests/helpers.py FAST_COMPILE).
   result = cli("vdit.main", *_TRAIN, f"--config.data.dir={data}", f"--workdir={workdir}", optimized=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
-  result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=12", "--edit_strength=0.6",
+  result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=8", "--edit_strength=0.6",
                f"--modes={','.join(_MODES)}", optimized=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads((out / "results.json").read_text())["videos"]
