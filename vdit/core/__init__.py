@@ -1,1 +1,1 @@
-"""Lowest layer: user-error types and the owners of outside file formats (safetensors weights, Orbax checkpoints), logging and the command runner. Imports nothing else from vdit."""
+"""Lowest layer: user-error types and the owners of outside file formats (safetensors weights, Orbax checkpoints), logging, the command runner and memoising work on a frozen config. Imports nothing else from vdit."""
