@@ -73,7 +73,7 @@ class _CliServer:
     if os.environ.get("VDIT_TEST_CLI_SERVER", "1") == "0":
       return None
     if cls._instance is None or cls._instance.proc.poll() is not None:
-      cls._instance = cls(env)
+      cls._instance = cls(cli_env())  # the default environment: the one most runs ask for
     same = {k: v for k, v in env.items() if k.startswith(cls._IMPORT_TIME)} == cls._instance.env
     return cls._instance if same else None
 
