@@ -11,11 +11,15 @@ Protocol: one JSON request per stdin line, {"module", "args", "env", "timeout"};
 per stdout line, {"returncode", "stdout", "stderr"} (returncode None: it ran past its timeout
 and was killed). The server exits when stdin closes.
 """
+import atexit
+import gc
 import json
 import os
+import runpy
 import signal
 import sys
 import tempfile
+import threading
 import time
 
 # `python -m` puts the working directory first on sys.path, not the script's directory.
@@ -86,8 +90,39 @@ def _become(module, args, env, out, err):
   sys.argv = [module, *args]
 
 
+def _exit_code(error: SystemExit) -> int:
+  """The status `python -m` would exit with for this SystemExit (a message goes to stderr, status 1)."""
+  if error.code is None or isinstance(error.code, int):
+    return error.code or 0
+  print(error.code, file=sys.stderr)
+  return 1
+
+
+def _run_as_main(module):
+  """Runs the module as `__main__` and exits as the interpreter would. The child's heap is the
+  server's, shared copy-on-write: the interpreter's own teardown would touch (so copy) every page of
+  it, costing more than the run. When only the main thread is left after the thread joins and
+  atexit handlers, nothing else can still print, so the child skips that teardown; otherwise (a
+  daemon thread alive) it shuts down normally, where such a thread's late traceback would show."""
+  try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    code = 0
+  except SystemExit as error:
+    code = _exit_code(error)
+  except BaseException:  # pylint: disable=broad-except  (reported as the interpreter would, status 1)
+    sys.excepthook(*sys.exc_info())
+    code = 1
+  threading._shutdown()  # pylint: disable=protected-access  (joins non-daemon threads, as at exit)
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  if threading.active_count() > 1:
+    sys.exit(code)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 if __name__ == "__main__":
+  gc.freeze()  # the imported modules' objects: the children's garbage collections leave their pages shared
   child = _serve()
   _become(*child)
-  import runpy  # pylint: disable=g-import-not-at-top
-  runpy.run_module(child[0], run_name="__main__", alter_sys=True)
+  _run_as_main(child[0])

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from tests.helpers import REPO, cli_env
+from tests.helpers import REPO, cli, cli_env
 
 # Every command -> flags its --help must list.
 COMMANDS = {
@@ -37,7 +37,8 @@ COMMANDS = {
 }
 
 # (command, arguments ({tmp}: a scratch directory), what the error line must say)
-BAD_ARGUMENTS = [(module, ("--no_such_flag=1",), "unknown flag --no_such_flag") for module in COMMANDS] + [
+_UNKNOWN = ("--no_such_flag=1",)
+BAD_ARGUMENTS = [(module, _UNKNOWN, "unknown flag --no_such_flag") for module in COMMANDS] + [
     ("vdit.main", ("--config=configs/toy.py", "--workdir={tmp}/w", "--config.model.dimm=3"),
      "config has no key model.dimm (did you mean model.dim?)"),
     ("vdit.main", ("--config=configs/toy.py", "--workdir={tmp}/w", "--config.model.dim=abc"),
@@ -125,10 +126,11 @@ if __name__ == "__main__":
 '''
 
 
-def _jobs(tmp) -> dict:
-  """Every process this module starts: key -> argv."""
+def _cold_jobs(tmp) -> dict:
+  """The processes this module starts from a cold interpreter (every command's import, flag
+  definition and parsing from scratch): key -> argv."""
   python = sys.executable
-  jobs = {("bad",) + case[:2]: [python, "-m", case[0], *(a.format(tmp=tmp) for a in case[1])] for case in BAD_ARGUMENTS}
+  jobs = {("bad",) + case[:2]: [python, "-m", case[0], *case[1]] for case in BAD_ARGUMENTS if case[1] == _UNKNOWN}
   jobs.update({("help", module): [python, "-m", module, "--help"] for module in COMMANDS})
   jobs[("fail", "user")] = [python, f"{tmp}/failing.py", "--fail=user"]
   jobs[("fail", "internal")] = [python, f"{tmp}/failing.py", "--fail=internal"]
@@ -137,8 +139,10 @@ def _jobs(tmp) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """Runs every process of this module up front, two at a time (Python start-up and imports are
-  most of each); the tests below check one result each."""
+  """Runs every command of this module up front; the tests below check one result each. Each
+  command starts cold once (unknown flag, --help; two at a time: Python start-up and imports are
+  most of each); the other bad arguments are forked from the test command server (tests/helpers.py
+  cli), which has the imports done."""
   tmp = tmp_path_factory.mktemp("commands")
   (tmp / "wan").mkdir()
   (tmp / "wan" / "config.json").write_text('{"_class_name": "WanTransformer3DModel", "image_dim": 1280}')
@@ -146,10 +150,14 @@ def runs(tmp_path_factory):
   (tmp / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
   (tmp / "evalfile").mkdir()
   (tmp / "evalfile" / "eval").write_text("")  # where vdit.evaluate's default --out would go
-  jobs = _jobs(tmp)
+  cold = _cold_jobs(tmp)
   run = lambda argv: subprocess.run(argv, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-    return str(tmp), dict(zip(jobs, pool.map(run, jobs.values())))
+    results = dict(zip(cold, pool.map(run, cold.values())))
+  for module, args, _ in BAD_ARGUMENTS:
+    if args != _UNKNOWN:
+      results[("bad", module, args)] = cli(module, *(a.format(tmp=tmp) for a in args))
+  return str(tmp), results
 
 
 def _assert_one_error_line(result, message):
