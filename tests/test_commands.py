@@ -66,7 +66,7 @@ BAD_ARGUMENTS = [(module, _UNKNOWN, "unknown flag --no_such_flag") for module in
     ("vdit.sample", ("--workdir=README.md", "--out={tmp}/out", "--prompt=a"), "'README.md' is not a directory"),
     ("vdit.provenance", ("detect", "{tmp}/missing.mp4"), "{tmp}/missing.mp4: no such file"),
     ("vdit.provenance", ("verify", "{tmp}/latin1.txt"), "1 of 1 files could not be read"),
-    ("vdit.provenance", ("check", "x.mp4"), "expected `verify|detect FILE [FILE ...]`"),
+    ("vdit.provenance", ("check", "x.mp4"), "expected `verify|detect FILE [FILE ...] | keygen DIR`"),
     ("vdit.safety.train_prompt_classifier", ("--data={tmp}/latin1.txt", "--out={tmp}/c.safetensors"),
      "{tmp}/latin1.txt is not UTF-8 text (byte 3)"),
     ("data_prep.toy_world", ("--output={tmp}/toy", "--num_held_out=500"), "Cannot hold out 500 combinations"),
@@ -190,7 +190,7 @@ def test_help_lists_the_flags_and_exits_0(runs, module):
 
 
 def test_provenance_help_shows_its_arguments(runs):
-  assert "verify|detect FILE [FILE ...]" in runs[1][("help", "vdit.provenance")].stdout
+  assert "verify|detect FILE [FILE ...] | keygen DIR" in runs[1][("help", "vdit.provenance")].stdout
 
 
 def test_user_error_from_the_body_is_one_line_and_internal_failure_exits_1(runs):

@@ -223,7 +223,7 @@ def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
 
 @pytest.mark.slow
 def test_safety_blocks_flags_and_signs(workdir, tmp_path):
-  from tests.c2pa_chain import write_chain
+  from vdit.media.c2pa_dev_chain import write_chain
   from vdit.media import c2pa_manifest, video_io
   key, chain = write_chain(tmp_path)
   out = tmp_path / "out"
