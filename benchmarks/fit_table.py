@@ -43,6 +43,10 @@ ROWS = [
     _row("1p3b_v5p8_b8", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 81f", 8, {"fsdp": 4}),
     _row("1p3b_v5p8_b12", WAN_1P3B, "tpu:v5p:2x2x1", "480p x 81f", 12, {"fsdp": 4}),
     _row("1p3b_v5e4_b1", WAN_1P3B, "tpu:v5e:2x2", "480p x 81f", 1, {"fsdp": 4}),
+    # Each block's input (what remat=full stores per block) kept in host memory instead: full training
+    # on 4 v5e chips.
+    _row("1p3b_v5e4_b1_offload_carry", WAN_1P3B, "tpu:v5e:2x2", "480p x 81f", 1, {"fsdp": 4},
+         remat="offload_carry"),
     # LoRA fine-tuning (rank 32 on self-/cross-attention and FFN; the base frozen, FSDP-sharded): what
     # full training cannot fit on 4 v5e chips.
     _row("1p3b_v5e4_b1_lora32", WAN_1P3B, "tpu:v5e:2x2", "480p x 81f", 1, {"fsdp": 4}, lora_rank=32),

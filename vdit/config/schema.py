@@ -91,7 +91,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
   # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
   # (matmul-with-weights outputs) | dots_all (all matmul outputs) | dots_attention (dots + attention
-  # outputs, fused kernels' included) | offload_dots (dots, in host memory).
+  # outputs, fused kernels' included) | offload_dots (dots, in host memory) | offload_carry (as full,
+  # with each block's input in host memory: the least accelerator memory; see the README fit table).
   c.model.remat = "none"
   c.model.scan_layers = True  # lax.scan over blocks (compile time flat in depth); False: unrolled loop
   # Local attention kernel, any sequence length: xla (dense scores; any platform) | blockwise (online

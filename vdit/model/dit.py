@@ -9,6 +9,7 @@ then runs a context-parallel algorithm (vdit/model/context_parallel.py).
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from vdit.model import lora as lora_lib
 from vdit.model import rope
@@ -21,7 +22,10 @@ from vdit.parallel.sharding import axis_size, constrain
 # outputs of matmuls against weights (not attention's batched ones); "dots_all" also keeps those;
 # "dots_attention" keeps "dots" plus each attention's output (named ATTENTION_OUTPUT: a fused
 # kernel is a custom call, which no dot policy matches); "offload_dots" keeps the same as "dots"
-# in pinned host memory instead of device memory.
+# in pinned host memory instead of device memory; "offload_carry" recomputes everything inside a block
+# (as "full") and keeps each block's input, the one activation "full" stores per block, in pinned host
+# memory: the stored activations leave the accelerator, at one device<->host copy per block each way.
+BLOCK_INPUT = "block_input"  # checkpoint name of each scanned block's input
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -32,6 +36,9 @@ REMAT_POLICIES = {
         jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT)),
     "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims(offload_src="device",
                                                                           offload_dst="pinned_host"),
+    "offload_carry": jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=(), names_which_can_be_offloaded=(BLOCK_INPUT,), offload_src="device",
+        offload_dst="pinned_host"),
 }
 
 
@@ -48,10 +55,10 @@ def remat_error(remat: str) -> str | None:
   """Why remat policy `remat` cannot run here, or None if it can."""
   if remat not in REMAT_POLICIES:
     return f"model.remat={remat!r} is not a policy; choose one of {sorted(REMAT_POLICIES)}."
-  if remat == "offload_dots":
+  if remat.startswith("offload_"):
     device = jax.devices()[0]
     if "pinned_host" not in {m.kind for m in device.addressable_memories()}:
-      return (f"model.remat='offload_dots' needs pinned host memory, which {device.platform!r} devices lack; "
+      return (f"model.remat={remat!r} needs pinned host memory, which {device.platform!r} devices lack; "
               "use 'dots' or 'full'.")
   return None
 
@@ -192,6 +199,7 @@ class DiT(nnx.Module):
     block_def, block_state = nnx.split(self.blocks)
 
     def body(h, state):
+      h = checkpoint_name(h, BLOCK_INPUT)
       return nnx.merge(block_def, state)(h, time_mod, context, context_mask, angles), None
 
     if self.remat != "none":
