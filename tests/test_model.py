@@ -135,7 +135,7 @@ def test_unrolled_blocks_equal_scanned_blocks_on_the_same_parameters():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()))
 
 
-@pytest.mark.parametrize("remat", ["dots_all", "offload_dots"])
+@pytest.mark.parametrize("remat", ["dots_all", "offload_dots", "offload_carry"])
 def test_remat_policies_keep_outputs_and_gradients(remat):
   out, grads = _output_and_grads()
   out_remat, grads_remat = _output_and_grads(**{"model.remat": remat})
