@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
+from vdit.config import experiment
 from vdit.parallel import sharding
 from vdit.model import factory
 from vdit.model import context_parallel, rope
@@ -116,10 +117,12 @@ def test_sequence_must_divide_over_the_context_axis():
                                                                 kv_sharded=True), q, k, v)
 
 
+@functools.cache  # frozen (an Experiment): the abstract model traced from it is memoised
 def _dit_config(mode):
   # 4 heads (head dim 8) so Ulysses can split them; toy patches (2, 8, 8) make 8 tokens of a
-  # 4x16x16 video.
-  return tiny_config(**{"model.num_heads": 4, "model.context_parallel": mode})
+  # 4x16x16 video. One block: every block attends alike, and each adds compile time (the ring
+  # through the scan over two blocks is tests/test_sharding.py's gradient test).
+  return experiment.freeze(tiny_config(**{"model.num_heads": 4, "model.context_parallel": mode, "model.depth": 1}))
 
 
 @functools.cache
@@ -159,12 +162,17 @@ def _dit_output_and_grads(mode, mesh=None):
   return out, grads
 
 
+@functools.cache
+def _unsharded_dit_output_and_grads():
+  return _dit_output_and_grads("none")  # no mesh: one device's attention
+
+
 @pytest.mark.parametrize("mode,mesh_shape", [
     ("ring", {"data": 2, "context": 4}),
     ("ulysses", {"data": 1, "fsdp": 2, "tensor": 2, "context": 2}),
 ])
 def test_dit_forward_and_gradients_equal_the_unsharded_model(mode, mesh_shape):
-  expected_out, expected_grads = _dit_output_and_grads("none")  # no mesh: one device's attention
+  expected_out, expected_grads = _unsharded_dit_output_and_grads()
   out, grads = _dit_output_and_grads(mode, sharding.make_mesh(mesh_shape))
   _assert_close(out, expected_out)
   for (path, g), e in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(expected_grads)):

@@ -1,6 +1,7 @@
 """Few-step distillation (vdit.distill): a mean-flow student of a tiny trained teacher starts as the
 teacher, gets closer to the teacher's guided many-step samples at one step, samples every mode
 with the ordinary command, and bad input is one error line with nothing written."""
+import functools
 import json
 from pathlib import Path
 
@@ -17,6 +18,11 @@ pytestmark = pytest.mark.slow  # trains a teacher, then a student
 def teacher(tmp_path_factory):
   data, workdir = trained_tiny(tmp_path_factory)  # shared with other modules: read only
   return Path(data).parent, Path(workdir)
+
+
+@pytest.fixture(scope="module")
+def teacher_sampler(teacher):
+  return _sampler(teacher[1])  # (sampler, config), restored once: the tests only read it
 
 
 def _sampler(workdir):
@@ -37,15 +43,14 @@ _PROMPTS = ["a red circle moving left", "a blue square moving up", "a green tria
 _SIZE = dict(num_frames=4, height=16, width=16, channels=3, patch_size=(2, 8, 8))
 
 
-def _distance_to_teacher(student_workdir, reference):
-  sampler, _ = _sampler(student_workdir)
-  videos = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=1, cfg=1.0))
+def _distance_to_teacher(student_sampler, reference):
+  videos = np.asarray(student_sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=1, cfg=1.0))
   return float(np.sqrt(np.mean(np.square(videos - reference))))
 
 
-def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teacher, tmp_path):
+def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teacher, teacher_sampler, tmp_path):
   root, teacher_workdir = teacher
-  sampler, config = _sampler(teacher_workdir)
+  sampler, config = teacher_sampler
   reference = np.asarray(sampler.generate(_PROMPTS, list(range(4)), **_SIZE, steps=20, cfg=config.sample.cfg))
   # Before distillation a student is its teacher (test below), so at one step it is one Euler step
   # of the teacher without guidance.
@@ -60,7 +65,8 @@ def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teac
   recorded = json.loads((student / "config.json").read_text())
   assert recorded["model"]["interval_conditioning"] and recorded["distill"]["teacher"] == str(teacher_workdir)
   assert recorded["sample"]["cfg"] == 1.0 and recorded["distill"]["guidance"] == config.sample.cfg
-  after = _distance_to_teacher(student, reference)
+  student_sampler, _ = _sampler(student)
+  after = _distance_to_teacher(student_sampler, reference)
   assert after < 0.8 * before, (before, after)
 
   # The ordinary sampling command takes the student's mean-flow steps, one pass each.
@@ -75,7 +81,6 @@ def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teac
   assert not (tmp_path / "x").exists()
   # Every mode: conditioning frames held, one pass per step (loop: a video, then its closed loop).
   from vdit.diffusion import modes
-  student_sampler, student_config = _sampler(student)
   opts = dict(_SIZE, steps=2, cfg=1.0)
   image = np.full((16, 16, 3), 128, np.uint8)
   from vdit.media import video_io
@@ -87,25 +92,29 @@ def test_student_improves_on_the_teacher_at_one_step_and_samples_every_mode(teac
     assert np.array_equal(videos[0][0], image) if mode == "image" else np.array_equal(videos[0][-1], videos[0][0])
 
 
-def test_student_starts_as_its_teacher(teacher):
+def test_student_starts_as_its_teacher(teacher, teacher_sampler):
   """The step-length embedding is zero at its output: before training, u(x, t, h) = v(x, t) for any h."""
   from vdit.config import config_io, distill, experiment
   from vdit.model import factory
   from flax import nnx
   _, teacher_workdir = teacher
-  sampler, config = _sampler(teacher_workdir)
+  sampler, config = teacher_sampler
   student_config = experiment.freeze(distill.student_config(config_io.load(str(teacher_workdir)), str(teacher_workdir),
                                                             distill.default_settings()))
   params = factory.init_params(student_config, jax.random.key(3))
   params["text_encoder"], dit = sampler.params["text_encoder"], dict(params["dit"])
   params["dit"] = {**sampler.params["dit"], "interval_embed": dit["interval_embed"]}
-  student = nnx.merge(factory.abstract_model(student_config)[0], params)
-  teacher_model = nnx.merge(sampler.graphdef, sampler.params)
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
   tokens, mask = sampler.tokenizer.encode_batch(_PROMPTS[:2])
   t = np.array([0.9, 0.4], np.float32)
-  expected = teacher_model.velocity(x, t, teacher_model.encode_text(tokens, mask), mask)
-  got = student.velocity(x, t, student.encode_text(tokens, mask), mask, interval=np.array([0.5, 0.3], np.float32))
+
+  def velocity(graphdef, params, **interval):  # jitted as sampling runs it; one program per model
+    model = nnx.merge(graphdef, params)
+    return model.velocity(x, t, model.encode_text(tokens, mask), mask, **interval)
+
+  expected = jax.jit(functools.partial(velocity, sampler.graphdef))(sampler.params)
+  got = jax.jit(functools.partial(velocity, factory.abstract_model(student_config)[0],
+                                  interval=np.array([0.5, 0.3], np.float32)))(params)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 

@@ -3,11 +3,13 @@ checkpoints, a kill during a checkpoint write. Each rerun recovers, or refuses w
 prints a traceback.
 
 One trained workdir (two trainers started on it at once, from the command line) is copied for the
-later tests; reruns of damaged copies call the trainer in process (what the command calls, without
-paying for its start), and the choice of a checkpoint is also tested alone on a small synthetic state.
+later tests; reruns (of damaged copies, and after a kill) call the trainer in process (what the
+command calls, without paying for its start). Each kind of damage, and the choice of a checkpoint, is tested alone on a
+small synthetic state: resume.restore_or_init reads it as it reads a trainer's.
 """
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from tests.helpers import REPO, cli_env, free_port, make_toy_data
+from tests.helpers import REPO, cli, cli_env, free_port, make_toy_data
 from vdit.core import checkpoint as ckpt_lib
 from vdit.training import jsonl_writer, resume, workdir_lock
 
@@ -34,12 +36,15 @@ def toy_data(tmp_path_factory):
   return make_toy_data(tmp_path_factory.mktemp("toy_data"))
 
 
-def _launch(workdir, data, *extra, log=None):
+def _args(workdir, data):
+  return ["--config=tests/tiny.py:" + data, f"--workdir={workdir}", f"--config.train.num_steps={STEPS}",
+          "--config.train.checkpoint_every=4"]
+
+
+def _launch(workdir, data, log=None):
   """`python -m vdit.main` in the background; stderr goes to a file (an unread pipe could block it)."""
   with open(log or f"{workdir}.stderr", "w") as f:
-    args = ["--config=tests/tiny.py:" + data, f"--workdir={workdir}", f"--config.train.num_steps={STEPS}",
-            "--config.train.checkpoint_every=4", *extra]
-    return subprocess.Popen([sys.executable, "-m", "vdit.main", *args], cwd=REPO, env=cli_env(),
+    return subprocess.Popen([sys.executable, "-m", "vdit.main", *_args(workdir, data)], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=f)
 
 
@@ -220,26 +225,31 @@ REASON = {"truncated data file": "OCDBT database", "no manifest.ocdbt": "OCDBT d
           "no meta": "its meta is missing", "no opt_state": "its opt_state is missing"}
 
 
-def _rerun(trained, toy_data, tmp_path, damage, **overrides):
-  """A copy of the shared run, damaged, rerun in process (what `python -m vdit.main` runs)."""
+def _train(workdir, toy_data, **overrides):
+  """The shared run's command, run in process (what `python -m vdit.main` runs, without its start-up)."""
   from tests.tiny import tiny_config
   from vdit.training.dit_trainer import train_and_evaluate
+  overrides = {"train.num_steps": STEPS, "train.checkpoint_every": 4, **overrides}
+  train_and_evaluate(tiny_config(toy_data, **overrides), workdir)
+
+
+def _rerun(trained, toy_data, tmp_path, damage, **overrides):
+  """A copy of the shared run, damaged, rerun in process."""
   workdir = str(tmp_path / "run")
   shutil.copytree(trained.workdir, workdir)
   damage(workdir)
-  overrides = {"train.num_steps": STEPS, "train.checkpoint_every": 4, **overrides}
-  train_and_evaluate(tiny_config(toy_data, **overrides), workdir)
+  _train(workdir, toy_data, **overrides)
   return workdir, os.path.join(workdir, "checkpoints")
 
 
 @pytest.mark.slow  # the shared run
-@pytest.mark.parametrize("damage", list(DAMAGE))
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous(trained, toy_data, tmp_path, capfd, caplog, damage):
-  workdir, ckpts = _rerun(trained, toy_data, tmp_path, lambda w: DAMAGE[damage](os.path.join(w, "checkpoints", "8")))
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(trained, toy_data, tmp_path, capfd, caplog):
+  # A truncated file, as a full disk leaves; every kind of damage is read alike (the small-state test below).
+  workdir, ckpts = _rerun(trained, toy_data, tmp_path, lambda w: _truncate_data(os.path.join(w, "checkpoints", "8")))
   stderr = capfd.readouterr().err
   assert "Traceback" not in stderr, stderr[-3000:]  # nor an echo of Orbax's failed reads
   [warning] = _logged_lines(caplog, "is unreadable")
-  assert f"Checkpoint step 8 in {ckpts} is unreadable (" in warning and REASON[damage] in warning
+  assert f"Checkpoint step 8 in {ckpts} is unreadable (" in warning and REASON["truncated data file"] in warning
   assert f"; resuming from step 4. Its files are kept as {ckpts}/8.unreadable." in warning
   assert _steps(workdir) == ["4", "8", "8.unreadable"]  # set aside, not deleted; step 8 saved anew
   assert "params" in os.listdir(os.path.join(ckpts, "8.unreadable"))  # the evidence stays
@@ -263,8 +273,8 @@ def test_no_readable_checkpoint_is_one_error_and_changes_nothing(trained, toy_da
   for step in ("4", "8"):
     _truncate_data(os.path.join(workdir, "checkpoints", step))
   before = _files(workdir)
-  result = _finish(_launch(workdir, toy_data), workdir)
-  assert result.returncode == 2
+  result = cli("vdit.main", *_args(workdir, toy_data))
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
   [error] = _lines(result.stderr, "error:")
   assert result.stderr.strip().splitlines()[-1] == error
   assert error.startswith(f"error: No readable checkpoint in {workdir}/checkpoints: step 8: ")
@@ -274,7 +284,7 @@ def test_no_readable_checkpoint_is_one_error_and_changes_nothing(trained, toy_da
 
 # ---- Kill during a checkpoint write --------------------------------------------------------------
 @pytest.mark.slow
-def test_sigkill_during_a_checkpoint_write_then_rerun_resumes_exactly(trained, toy_data, tmp_path):
+def test_sigkill_during_a_checkpoint_write_then_rerun_resumes_exactly(trained, toy_data, tmp_path, capfd, caplog):
   workdir = str(tmp_path / "killed")
   proc = _launch(workdir, toy_data)  # the shared run's command: async checkpoints at steps 4 and 8
   ckpts, deadline = os.path.join(workdir, "checkpoints"), time.time() + 240
@@ -288,11 +298,13 @@ def test_sigkill_during_a_checkpoint_write_then_rerun_resumes_exactly(trained, t
   proc.wait()
   assert proc.returncode == -signal.SIGKILL and writing, "training finished before its last save could be interrupted"
 
-  rerun = _finish(_launch(workdir, toy_data), workdir)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert _lines(rerun.stderr, "Resumed from step 4 in")
+  caplog.set_level(logging.INFO)  # the resume line is INFO
+  _train(workdir, toy_data)  # the rerun, in process
+  stderr = capfd.readouterr().err
+  assert "Traceback" not in stderr, stderr[-3000:]
+  assert _logged_lines(caplog, "Resumed from step 4 in")
   # The killed run's lock: its process is gone, so the rerun takes it over.
-  [warning] = _lines(rerun.stderr, "Took over the lock")
+  [warning] = _logged_lines(caplog, "Took over the lock")
   assert f"pid {proc.pid}," in warning and warning.endswith("its process is gone.")
   assert _losses(workdir)[0] == _losses(trained.workdir)[0]
   assert not glob.glob(os.path.join(ckpts, "*tmp*"))  # the unfinished save is gone
@@ -338,6 +350,21 @@ def _start(directory, restore_step=0, max_to_keep=3):
   except Exception:
     checkpointer.close()
     raise
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_each_kind_of_damage_is_passed_over_and_set_aside(small_run, capfd, caplog, damage):
+  DAMAGE[damage](os.path.join(small_run, "3"))
+  checkpointer, hooks, state = _start(small_run)
+  checkpointer.close()
+  assert int(state["step"]) == 2 and float(state["ema"]["w"][0]) == 2.0 and hooks.data_states == [{"position": 2}]
+  stderr = capfd.readouterr().err
+  assert "Traceback" not in stderr, stderr[-3000:]  # nor an echo of Orbax's failed reads
+  [warning] = _logged_lines(caplog, "is unreadable")
+  assert f"Checkpoint step 3 in {small_run} is unreadable (" in warning and REASON[damage] in warning
+  assert f"; resuming from step 2. Its files are kept as {small_run}/3.unreadable." in warning
+  assert sorted(os.listdir(small_run)) == ["1", "2", "3.unreadable"]  # set aside, not deleted
+  assert "params" in os.listdir(os.path.join(small_run, "3.unreadable"))  # the evidence stays
 
 
 def test_restore_step_picks_that_step(small_run):

@@ -1,12 +1,16 @@
 """Frame conditioning: training masks, per-frame timesteps in the model, conditioned sampling and
 SDEdit editing in the sampler."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from tests.tiny import tiny_config
+from vdit.config import experiment
 from vdit.model import factory
 from vdit.diffusion import conditioning
 from vdit.diffusion.generation import VideoSampler
@@ -14,25 +18,44 @@ from vdit.text.tokenizer import Tokenizer
 from vdit.training.dit_step import make_train_step
 
 
+@functools.cache
 def _config(**overrides):
-  return tiny_config(**{"model.frame_conditioning": True, **overrides})
+  """tests/tiny.py with frame conditioning, frozen as services get it (an Experiment): each
+  variant's abstract model is traced once."""
+  return experiment.freeze(tiny_config(**{"model.frame_conditioning": True, **overrides}))
 
 
-def _model_parts(config, seed=0):
-  graphdef, _ = factory.abstract_model(config)
-  params = factory.init_params(config, jax.random.key(seed))
-  # Move off the zero-initialised heads and gates so every input path reaches the output.
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  return graphdef, params
+def _host_params(config):
+  """Random parameters drawn on the host (initialising on device compiles a program per shape):
+  norm scales near 1, everything else N(0, 0.1^2), off the zero-initialised heads and gates so
+  every input path reaches the output."""
+  _, abstract = factory.abstract_model(config)
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    base = 1.0 if "scale" in jax.tree_util.keystr(path) else 0.0
+    return jnp.asarray(base + 0.1 * rng.standard_normal(leaf.shape), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(abstract))
+
+
+@functools.cache
+def _params():
+  """One tree for the tests below (they only read it): the prediction type changes no parameter."""
+  return _host_params(_config())
+
+
+def _model_parts(config):
+  return factory.abstract_model(config)[0], _params()
 
 
 def test_masks_follow_each_strategy_and_leave_a_frame_to_generate():
   names = conditioning.STRATEGIES
+  # Jitted as the train step runs it: one program for every strategy's probabilities.
+  sample_masks = jax.jit(conditioning.sample_masks, static_argnums=(1, 2), static_argnames="max_frames")
   for i, name in enumerate(names):
-    probs = [1.0 if j == i else 0.0 for j in range(len(names))]
-    masks = np.asarray(conditioning.sample_masks(jax.random.key(i), 256, 6, probs, max_frames=3))
+    probs = jnp.asarray([1.0 if j == i else 0.0 for j in range(len(names))])
+    masks = np.asarray(sample_masks(jax.random.key(i), 256, 6, probs, max_frames=3))
     assert (~masks).any(axis=1).all(), name
     if name == "none":
       assert not masks.any()
@@ -59,7 +82,6 @@ def test_strategy_weights_are_validated():
 def test_constant_per_frame_time_equals_one_time_per_video():
   config = _config()
   graphdef, params = _model_parts(config)
-  from flax import nnx
 
   @jax.jit
   def velocity(params, x, t, tokens, mask, frame_mask):
@@ -78,8 +100,9 @@ def test_constant_per_frame_time_equals_one_time_per_video():
 
 
 def test_train_step_with_conditioning_runs_and_learns_signal():
-  config = _config()
-  graphdef, params = _model_parts(config)
+  # One block and word embeddings for text: all the step needs, and each block adds compile time.
+  config = _config(**{"model.depth": 1, "text.depth": 0})
+  graphdef, params = factory.abstract_model(config)[0], _host_params(config)
   tx = optax.adam(1e-3)
   tokenizer = Tokenizer(config.text.max_length)
   empty_tokens, empty_mask = tokenizer.encode_batch([""])

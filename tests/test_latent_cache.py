@@ -28,9 +28,11 @@ def cached(tmp_path_factory):
 
 
 def _config(c, **overrides):
+  # text.depth 0: word embeddings only (as configs/toy.py), a layer less in every program to compile.
   return tiny.tiny_config(c["cache"], **{"latent.vae": c["vae"], "model.in_channels": 4, "model.patch_size": (1, 1, 1),
                                          "data.num_frames": 0, "sample.num_frames": 5, "train.num_steps": 2,
-                                         "train.checkpoint_every": 2, "train.conditioning_max_frames": 1, **overrides})
+                                         "train.checkpoint_every": 2, "train.conditioning_max_frames": 1,
+                                         "text.depth": 0, **overrides})
 
 
 def test_cache_holds_the_vae_posterior_of_each_clip(cached):

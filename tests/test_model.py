@@ -8,10 +8,9 @@ import pytest
 from flax import nnx
 
 from tests.tiny import tiny_config
-from vdit.config import config_io
+from vdit.config import config_io, experiment
 from vdit.model import factory
 from vdit.model import rope
-from vdit.model.factory import build_model
 from vdit.model.patchify import grid_shape, patchify, unpatchify
 
 
@@ -54,43 +53,62 @@ def test_rope_splits_head_dim_like_wan():
   assert sum(rope.axis_split(24)) == 24
 
 
+@functools.cache
+def _config(**overrides):
+  """tests/tiny.py frozen as services get it (an Experiment): the abstract model traced from it is
+  memoised, so each variant here is traced once."""
+  return experiment.freeze(tiny_config(**overrides))
+
+
 def test_dit_forward_any_frame_count_and_size_and_zero_init_output():
-  config = tiny_config()
-  model = build_model(config, nnx.Rngs(0))
+  config = _config()
+  graphdef, _ = factory.abstract_model(config)
+  params = factory.init_params(config, jax.random.key(0))  # as initialised: zero head and gates
   tokens = jnp.ones((2, 12), jnp.int32)
   mask = jnp.arange(12)[None].repeat(2, 0) < jnp.array([[3], [5]])
-  context = model.encode_text(tokens, mask)
+  assert nnx.merge(graphdef, params).prediction == "x"
+
+  @jax.jit  # compiled once per video shape
+  def forward(params, x, t, tokens, mask):
+    model = nnx.merge(graphdef, params)
+    context = model.encode_text(tokens, mask)
+    return model.dit(x, t, context, mask), model.velocity(x, t, context, mask)
+
   for shape in [(2, 4, 32, 32, 3), (2, 8, 16, 48, 3), (2, 2, 8, 8, 3)]:
     x, t = jnp.ones(shape), jnp.array([0.3, 0.9])
-    out = model.dit(x, t, context, mask)
+    out, velocity = forward(params, x, t, tokens, mask)
     assert out.shape == shape
     # adaLN-zero + zero-initialised head: an untrained network outputs exactly zero ...
     assert float(jnp.abs(out).max()) == 0.0
     # ... which x-prediction turns into the velocity (x_t - 0) / t.
-    assert model.prediction == "x"
-    np.testing.assert_allclose(model.velocity(x, t, context, mask), x / t[:, None, None, None, None], rtol=1e-6)
+    np.testing.assert_allclose(velocity, x / t[:, None, None, None, None], rtol=1e-6)
 
 
 def test_text_padding_does_not_change_the_output():
-  config = tiny_config()
-  model = build_model(config, nnx.Rngs(0))
-  # Perturb the zero-initialised head so the output depends on the input.
-  model.dit.head.kernel[...] = jax.random.normal(jax.random.key(3), model.dit.head.kernel[...].shape)
-  model.dit.blocks.modulation[...] = jnp.ones_like(model.dit.blocks.modulation[...])
+  config = _config()
+  graphdef, _ = factory.abstract_model(config)
   mask = jnp.arange(12)[None] < 4
+  x = jax.random.normal(jax.random.key(4), (1, 4, 32, 32, 3))
+
+  @jax.jit
+  def velocity(params, tokens):
+    model = nnx.merge(graphdef, params)
+    return model.velocity(x, jnp.array([0.5]), model.encode_text(tokens, mask), mask)
+
+  # Random parameters (no zero-initialised head or gate): the output depends on the input.
   a = jnp.array([[5, 6, 7, 1] + [0] * 8])
   b = jnp.array([[5, 6, 7, 1] + [9] * 8])  # different ids under the padding mask
-  x = jax.random.normal(jax.random.key(4), (1, 4, 32, 32, 3))
-  va = model.velocity(x, jnp.array([0.5]), model.encode_text(a, mask), mask)
-  vb = model.velocity(x, jnp.array([0.5]), model.encode_text(b, mask), mask)
+  va, vb = velocity(_host_params(), a), velocity(_host_params(), b)
   np.testing.assert_allclose(va, vb, atol=1e-5)
   assert float(jnp.abs(va).max()) > 0
 
 
-def _host_params(config):
-  """Random parameters drawn on the host (no device init to compile): norm scales near 1, the rest
-  N(0, 0.2^2), so the zero-initialised head and gates pass gradient everywhere."""
-  _, abstract = factory.abstract_model(config)
+@functools.cache
+def _host_params():
+  """Random parameters of tests/tiny.py's model drawn on the host (no device init to compile): norm
+  scales near 1, the rest N(0, 0.2^2), so the zero-initialised head and gates pass gradient
+  everywhere. Drawn once; no setting varied here (scan, remat, dtype) changes a parameter."""
+  _, abstract = factory.abstract_model(_config())
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -117,13 +135,13 @@ def _dit_loss(config):
 
 @functools.cache
 def _output_and_grads(**overrides):
-  config = tiny_config(**overrides)
-  (_, out), grads = jax.jit(jax.value_and_grad(_dit_loss(config), has_aux=True))(_host_params(tiny_config()))
+  config = _config(**overrides)
+  (_, out), grads = jax.jit(jax.value_and_grad(_dit_loss(config), has_aux=True))(_host_params())
   return out, grads
 
 
 def test_unrolled_blocks_equal_scanned_blocks_on_the_same_parameters():
-  scanned, unrolled = tiny_config(), tiny_config(**{"model.scan_layers": False})
+  scanned, unrolled = _config(), _config(**{"model.scan_layers": False})
   # The same stacked parameter tree, so checkpoints load either way.
   shapes = lambda c: jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(factory.abstract_model(c)[1]))
   assert shapes(scanned) == shapes(unrolled)
@@ -146,8 +164,8 @@ def test_remat_policies_keep_outputs_and_gradients(remat):
 
 
 def test_bfloat16_compute_keeps_float32_master_weights():
-  config = tiny_config(**{"model.dtype": "bfloat16", "model.param_dtype": "float32"})
-  params = _host_params(tiny_config())
+  config = _config(**{"model.dtype": "bfloat16", "model.param_dtype": "float32"})
+  params = _host_params()
   loss = _dit_loss(config)
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
   # Gradients arrive in the parameters' float32 (traced only: the dtype is decided while tracing).
