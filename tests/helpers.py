@@ -42,10 +42,10 @@ def cli_env(optimized=False, devices=8):
   return env
 
 
-def cli(module, *args, optimized=False, **kwargs):
+def cli(module, *args, optimized=False, devices=8, **kwargs):
   """Runs `python -m module args...` from the repo root; returns the CompletedProcess. Runs with the
   default environment are forked from tests/cli_server.py, which has JAX and vdit imported already."""
-  argv, env, timeout = [sys.executable, "-m", module, *map(str, args)], cli_env(optimized), kwargs.pop("timeout", 300)
+  argv, env, timeout = [sys.executable, "-m", module, *map(str, args)], cli_env(optimized, devices), kwargs.pop("timeout", 300)
   server = None if kwargs else _CliServer.get(env)
   if server is None:
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)

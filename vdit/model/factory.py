@@ -100,10 +100,15 @@ def param_shardings(config, mesh, rules=sharding.DEFAULT_RULES):
   _, params = abstract_model(config)
   return sharding.state_shardings(params, mesh, rules)
 
+def param_shapes(config) -> dict:
+  """ShapeDtypeStructs of `init_params`'s pure dict, read off the (memoised) abstract model:
+  building the model again, even abstractly, costs a trace of every layer's initialiser."""
+  _, params = abstract_model(config)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))
+
 def abstract_params(config, mesh, rules=sharding.DEFAULT_RULES) -> dict:
   """ShapeDtypeStructs with shardings for the parameters alone (restore targets for sampling)."""
-  shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), param_shapes(config),
                       param_shardings(config, mesh, rules))
 
 def init_params(config, key) -> dict:

@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vdit.core.memo import per_frozen_config
 from vdit.parallel import sharding
 from vdit.model import lora
-from vdit.model.factory import init_params, param_shardings
+from vdit.model.factory import init_params, param_shapes, param_shardings
 
 
 def trainable(config, params: dict) -> dict:
@@ -43,8 +43,7 @@ def learning_rate_schedule(optim_config, num_steps: int):
 def state_shardings(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
   params = trainable(config, param_shardings(config, mesh, rules))
   replicated = NamedSharding(mesh, P())
-  abstract_params = jax.eval_shape(lambda: trainable(config, init_params(config, jax.random.key(0))))
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  abstract_opt = jax.eval_shape(tx.init, trainable(config, param_shapes(config)))
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
                               transform_non_params=lambda _: replicated)
   shardings = {"params": params, "ema": params, "opt_state": opt, "step": replicated}
@@ -67,7 +66,10 @@ def with_aux(config, tx, state: dict) -> dict:
 
 
 def initial_state(config, tx, key) -> dict:
-  params = trainable(config, init_params(config, key))
+  return _state_of(config, tx, trainable(config, init_params(config, key)))
+
+
+def _state_of(config, tx, params: dict) -> dict:
   return with_aux(config, tx, {"params": params, "ema": params, "opt_state": tx.init(params),
                                "step": jnp.zeros((), jnp.int32)})
 
@@ -82,5 +84,5 @@ def create_state(config, mesh, tx, key, rules=sharding.DEFAULT_RULES) -> dict:
 def abstract_state(config, mesh, tx, rules=sharding.DEFAULT_RULES) -> dict:
   """ShapeDtypeStructs with shardings for the whole state (restore targets, AOT checks)."""
   shardings = state_shardings(config, mesh, tx, rules)
-  shapes = jax.eval_shape(lambda k: initial_state(config, tx, k), jax.random.key(0))
+  shapes = jax.eval_shape(lambda params: _state_of(config, tx, params), trainable(config, param_shapes(config)))
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
