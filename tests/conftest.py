@@ -19,10 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # longest modules (cold-cache run on 2 cores) start first so both workers finish together, and
 # test_sample_cli first of all: it builds the tiny trained model (tests/helpers.py trained_tiny)
 # that test_distill and test_lora then find ready instead of waiting for it.
-_LONGEST_FIRST = ("test_sample_cli", "test_modes_learned", "test_train", "test_evaluate", "test_multihost",
-                  "test_distill", "test_sharding", "test_lora", "test_commands", "test_faults", "test_latent_cache",
-                  "test_ingest", "test_compile_check", "test_model", "test_vae_train", "test_nonfinite",
-                  "test_grad_accum")
+_LONGEST_FIRST = ("test_sample_cli", "test_modes_learned", "test_evaluate", "test_distill", "test_faults",
+                  "test_multihost", "test_vae_train", "test_latent_cache", "test_compile_check", "test_sharding",
+                  "test_model", "test_nonfinite", "test_tfds_builder", "test_lora", "test_ingest", "test_train",
+                  "test_commands", "test_frame_conditioning", "test_context_parallel", "test_grad_accum",
+                  "test_wan_workdir")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -131,7 +131,6 @@ def _cold_jobs(tmp) -> dict:
   definition and parsing from scratch): key -> argv."""
   python = sys.executable
   jobs = {("bad",) + case[:2]: [python, "-m", case[0], *case[1]] for case in BAD_ARGUMENTS if case[1] == _UNKNOWN}
-  jobs.update({("help", module): [python, "-m", module, "--help"] for module in COMMANDS})
   jobs[("fail", "user")] = [python, f"{tmp}/failing.py", "--fail=user"]
   jobs[("fail", "internal")] = [python, f"{tmp}/failing.py", "--fail=internal"]
   return jobs
@@ -140,9 +139,9 @@ def _cold_jobs(tmp) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """Runs every command of this module up front; the tests below check one result each. Each
-  command starts cold once (unknown flag, --help; two at a time: Python start-up and imports are
-  most of each); the other bad arguments are forked from the test command server (tests/helpers.py
-  cli), which has the imports done."""
+  command starts cold once (an unknown flag; two at a time: Python start-up and imports are most of
+  each); --help and the other bad arguments are forked from the test command server
+  (tests/helpers.py cli), which has the imports done."""
   tmp = tmp_path_factory.mktemp("commands")
   (tmp / "wan").mkdir()
   (tmp / "wan" / "config.json").write_text('{"_class_name": "WanTransformer3DModel", "image_dim": 1280}')
@@ -154,6 +153,7 @@ def runs(tmp_path_factory):
   run = lambda argv: subprocess.run(argv, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     results = dict(zip(cold, pool.map(run, cold.values())))
+  results.update({("help", module): cli(module, "--help") for module in COMMANDS})
   for module, args, _ in BAD_ARGUMENTS:
     if args != _UNKNOWN:
       results[("bad", module, args)] = cli(module, *(a.format(tmp=tmp) for a in args))

@@ -35,7 +35,7 @@ def judged(tmp_path_factory):
                timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   result = cli("vdit.eval.toy_modes", f"--workdir={workdir}", f"--out={out}", "--videos=8", "--edit_strength=0.6",
-               f"--modes={','.join(_MODES)}", optimized=True, devices=1, timeout=600)
+               f"--modes={','.join(_MODES)}", devices=1, timeout=600)  # sampling: compiling dominates
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads((out / "results.json").read_text())["videos"]
 

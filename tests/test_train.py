@@ -53,7 +53,7 @@ def _train_args(workdir, data, checkpoint_every):
   """trained_tiny's command (how often it saves changes nothing it computes)."""
   return ["--config=tests/tiny.py:" + data, f"--workdir={workdir}", f"--config.train.num_steps={STEPS}",
           f"--config.train.checkpoint_every={checkpoint_every}", "--config.optim.peak_lr=2e-3",
-          "--config.model.frame_conditioning=True"]
+          "--config.model.frame_conditioning=True", "--config.text.depth=1"]
 
 
 def _launch(args, log):
