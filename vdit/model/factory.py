@@ -10,6 +10,7 @@ from flax import nnx
 from vdit.core.memo import per_frozen_config
 from vdit.parallel import sharding
 
+from vdit.model import layers
 from vdit.model.dit import VARIANTS, DiT
 from vdit.model.lora import LoRASpec
 from vdit.model.text_encoder import TextEncoder
@@ -90,7 +91,8 @@ def lora_spec(config) -> LoRASpec | None:
 @per_frozen_config
 def abstract_model(config):
   """(graphdef, abstract param State with logical-axis metadata), without allocating anything."""
-  model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+  with layers.shapes_only():
+    model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   if jax.tree.leaves(rest):
     raise ValueError("The model has non-parameter state; the train state only carries nnx.Param.")

@@ -3,15 +3,38 @@
 Parameters are stored in `param_dtype` and cast to the compute `dtype` at use; normalisation and
 softmax statistics stay in float32.
 """
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vdit.parallel.sharding import constrain
 
+# Set while a model is built only for its shapes (vdit.model.factory.abstract_model): tracing each
+# weight's initialiser (a truncated normal and a key split per weight) is most of an abstract build.
+_SHAPES_ONLY = contextvars.ContextVar("vdit_shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only():
+  """Inside, layers create zero parameters without drawing from their initialisers: for builds under
+  eval_shape, whose values are never computed."""
+  token = _SHAPES_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _SHAPES_ONLY.reset(token)
+
+
+def initial_value(initializer, rngs, shape, param_dtype):
+  """A new weight drawn from `initializer`, or zeros inside `shapes_only`."""
+  return jnp.zeros(shape, param_dtype) if _SHAPES_ONLY.get() else initializer(rngs.params(), shape, param_dtype)
+
 
 def _init(initializer, rngs, shape, param_dtype, logical_axes):
-  return nnx.Param(initializer(rngs.params(), shape, param_dtype), logical_axes=tuple(logical_axes))
+  return nnx.Param(initial_value(initializer, rngs, shape, param_dtype), logical_axes=tuple(logical_axes))
 
 
 class Dense(nnx.Module):

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdit.core import weights
+from vdit.model import layers
 from vdit.vae import cpu_conv
 from vdit.vae import tiling
 
@@ -90,7 +91,7 @@ class WanVAEConfig:
 def _kernel(rngs, shape, param_dtype, axes):
   fan_in_axes = tuple(range(len(shape) - 1))
   init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes, out_axis=-1)
-  return nnx.Param(init(rngs.params(), shape, param_dtype), logical_axes=axes)
+  return nnx.Param(layers.initial_value(init, rngs, shape, param_dtype), logical_axes=axes)
 
 
 class CausalConv3d(nnx.Module):
@@ -416,7 +417,8 @@ def denormalize_latents(config: WanVAEConfig, z):
 
 def abstract(config: WanVAEConfig) -> WanVAE:
   """The VAE with shape-only parameters, to be filled by weights.load_into."""
-  return nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
+  with layers.shapes_only():
+    return nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
 
 
 def tensor_shapes(config: WanVAEConfig) -> dict:
