@@ -9,7 +9,6 @@ from flax import nnx
 
 from vdit.core.memo import per_frozen_config
 from vdit.parallel import sharding
-
 from vdit.model import layers
 from vdit.model.dit import VARIANTS, DiT
 from vdit.model.lora import LoRASpec
