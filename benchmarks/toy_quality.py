@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import results_io  # noqa: E402  (benchmarks/, on sys.path as the script's directory)
+from vdit.core.cpu_malloc import MALLOC_ENV  # noqa: E402
 
 # name -> (config overrides for training, evaluation overrides (eval config keys)). Variants that
 # share training overrides share one trained workdir (keyed by `train_as`).
@@ -37,6 +38,9 @@ VARIANTS = {
     "ema_0.999": (["optim.ema_decay=0.999"], []),
     "patch_1x8x8": (["model.patch_size=(1,8,8)"], []),
     "batch_32": (["train.global_batch_size=32"], []),
+    # One temporal patch per 8-frame clip, 4x4-pixel patches: the same 64 tokens, no seams between
+    # temporal patches and a 2x finer grid for the shape.
+    "patch_8x4x4": (["model.patch_size=(8,4,4)"], []),
 }
 _TRAIN_AS = {"cfg2": "demo", "cfg1": "demo"}
 
@@ -44,7 +48,8 @@ _TRAIN_AS = {"cfg2": "demo", "cfg1": "demo"}
 def _run(argv, log_path):
   start = time.perf_counter()
   with open(log_path, "w") as log:
-    result = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    result = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, **MALLOC_ENV))
   if result.returncode:
     sys.exit(f"error: {' '.join(argv[:2])} failed (exit {result.returncode}); see {log_path}")
   return time.perf_counter() - start
@@ -118,8 +123,11 @@ def main():
   parser.add_argument("--eval_data", default="runs/toy_eval_data")
   parser.add_argument("--features", default="runs/toy_features.safetensors")
   parser.add_argument("--runs", default="runs/toy_quality", help="Where each variant's workdir goes.")
-  parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "toy_quality_cpu.json"))
+  parser.add_argument("--out", default="", help="Default: benchmarks/results/toy_quality_cpu.json at 3000 "
+                      "steps, toy_quality_STEPS_steps_cpu.json otherwise.")
   args = parser.parse_args()
+  suffix = "" if args.steps == 3000 else f"_{args.steps}_steps"
+  args.out = args.out or os.path.join(ROOT, "benchmarks", "results", f"toy_quality{suffix}_cpu.json")
   names = [n for n in args.variants.split(",") if n]
   unknown = [n for n in names if n not in VARIANTS]
   if unknown:

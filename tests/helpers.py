@@ -10,6 +10,8 @@ import sys
 import tempfile
 import threading
 
+from vdit.core.cpu_malloc import MALLOC_ENV
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,7 +39,7 @@ OPTIMIZED = "--xla_backend_optimization_level=1"
 
 
 def cli_env(optimized=False, devices=8):
-  env = dict(os.environ)
+  env = dict(os.environ, **MALLOC_ENV)
   env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" + " " + (OPTIMIZED if optimized else FAST_COMPILE),
              JAX_COMPILATION_CACHE_DIR=_COMPILE_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

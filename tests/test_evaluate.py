@@ -185,3 +185,14 @@ def test_eval_safety_policy_reports_rates_and_withholds_blocked_videos(setup, tm
     assert (step_dir / "videos" / f"{entry['index']:03d}.mp4").is_file() != blocked
   assert results["eval_config"]["safety"]["policy"] == str(tmp_path / "policy.json")
   assert "<h2>Safety</h2>" in (step_dir / "index.html").read_text()
+
+
+def test_pixel_validation_clips_are_cut_to_whole_temporal_patches():
+  """Reference clips longer than the model's window go through the validation loss whole, as far
+  as the model's temporal patch divides them (12 frames: all of them at patch 2, 8 at patch 8)."""
+  from types import SimpleNamespace
+  from vdit.eval.evaluator import validation_clip
+  frames = np.zeros((12, 16, 16, 3), np.uint8)
+  pixels_space = SimpleNamespace(is_latent=False)
+  assert validation_clip(frames, pixels_space, 2).shape[0] == 12
+  assert validation_clip(frames, pixels_space, 8).shape[0] == 8

@@ -45,6 +45,16 @@ def eval_prompts(c, reference_clips) -> list[str]:
     return [line.strip() for line in f if line.strip()]
 
 
+def validation_clip(frames, space, patch_frames: int):
+  """A validation clip as the model sees it: uint8 pixels over the longest whole number of
+  temporal patches, or (latent model) its normalised VAE latents over the longest 1 + 4k frames."""
+  if not space.is_latent:
+    return frames[:frames.shape[0] // patch_frames * patch_frames]
+  tf = space.temporal_factor
+  frames = frames[:1 + (frames.shape[0] - 1) // tf * tf]
+  return np.asarray(space.encode(pixels.to_model_space(frames[None])))[0]
+
+
 class Evaluator:
 
   def __init__(self, model_config, eval_config, *, workdir: str, out_dir: str, mesh):
@@ -96,17 +106,9 @@ class Evaluator:
     self.sampler = VideoSampler(graphdef, None, self.tokenizer, mesh=mesh, space=self.space)
     self.loss_fn = val_loss.make_loss_fn(graphdef) if c.metrics.val_loss else None
     val_clips = self.reference[:c.val.num_clips] if c.metrics.val_loss else []
-    self.val_videos = [self._to_model_space(clip["frames"]) for clip in val_clips]
+    self.val_videos = [validation_clip(clip["frames"], self.space, model_config.model.patch_size[0])
+                       for clip in val_clips]
     self.val_tokens = self.tokenizer.encode_batch([clip["caption"] for clip in val_clips], truncate=True)
-
-  def _to_model_space(self, frames):
-    """A validation clip as the model sees it: uint8 pixels, or (latent model) its normalised VAE
-    latents over the longest 1 + 4k frames of the clip."""
-    if not self.space.is_latent:
-      return frames
-    tf = self.space.temporal_factor
-    frames = frames[:1 + (frames.shape[0] - 1) // tf * tf]
-    return np.asarray(self.space.encode(pixels.to_model_space(frames[None])))[0]
 
   def sample(self, params) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] for the prompt set, in batches of eval sample.batch_size."""
