@@ -145,7 +145,17 @@ def main():
     rows.append(_row(name, VARIANTS[base][0], eval_overrides, results, eval_seconds, workdir))
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   real = _judge_on_real(args.eval_data)
+  rows = _kept_rows(args.out, args.steps, {r["name"] for r in rows}) + rows
   results_io.write(args.out, {"steps": args.steps, "judge_on_real_clips": real, "rows": rows}, markdown(rows, real))
+
+
+def _kept_rows(path, steps, replaced) -> list[dict]:
+  """Rows of an earlier run at the same step count for variants this run did not measure."""
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    earlier = json.load(f)
+  return [r for r in earlier["rows"] if r["name"] not in replaced] if earlier.get("steps") == steps else []
 
 
 if __name__ == "__main__":
