@@ -6,8 +6,8 @@ pages. Measured on 2 cores, configs/toy.py, 150 steps: about 100,000 page faults
 22 s of kernel time; with these settings, 5 s of kernel time, and 3.5-4.1 -> 4.7-5.8 steps/s.
 
 glibc reads them only at process start, so they go into the environment of the processes
-that train on a CPU: launch/toy_demo.sh (which spells out the same values), the tests' command
-runs and the toy benchmarks. Accelerator hosts should not use them: freed host memory would
+that train on a CPU: launch/toy_demo.sh (which exports these), the tests' command runs and the
+toy benchmarks. Accelerator hosts should not use them: freed host memory would
 stay with the process.
 """
 MALLOC_ENV = {
