@@ -41,6 +41,8 @@ VARIANTS = {
     # One temporal patch per 8-frame clip, 4x4-pixel patches: the same 64 tokens, no seams between
     # temporal patches and a 2x finer grid for the shape.
     "patch_8x4x4": (["model.patch_size=(8,4,4)"], []),
+    # EDM-style skip: near clean data the estimate is mostly the input (model/factory.py).
+    "x_skip": (["model.prediction=x_skip"], []),
 }
 _TRAIN_AS = {"cfg2": "demo", "cfg1": "demo"}
 

@@ -64,8 +64,17 @@ def test_connect_starts_at_a_and_ends_at_b(judged):
   assert _values(judged["connect"], "end_psnr").min() >= 30
 
 
-def test_loop_ends_on_its_first_frame(judged):
-  assert _values(judged["loop"], "last_vs_first_psnr").min() >= 30
+def test_loop_travels_and_comes_back(judged):
+  rows = judged["loop"]
+  # A 6-frame clip then a bridge of 4 new frames back to its start (one frame of each end given).
+  assert _values(rows, "frames").min() == 10
+  # The shape travels as in text-to-video (~1.5 px a frame: ~7 px over the clip); a loop whose ends
+  # are pinned to one frame barely moves.
+  assert np.nanmedian(_values(rows, "travel_px")) >= 4.0, _values(rows, "travel_px").round(1)
+  # No jump back: a bridge that returned in one move would make the largest move (the wrap from the
+  # last frame to the first included) 5x the mean (the travel in one of 10 moves that total twice it).
+  # This small model's loops are jittery (~3.7x); the README's toy model's are measured there.
+  assert np.nanmedian(_values(rows, "largest_move_ratio")) <= 4.5, _values(rows, "largest_move_ratio").round(2)
 
 
 def test_edit_follows_the_new_prompt_and_keeps_the_motion(judged):

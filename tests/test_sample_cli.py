@@ -51,7 +51,8 @@ _SIZE_CASES = [
      "--num_frames=5 or 9, --width=16 or 32."),
     ("pixel", {"total_frames": 4}, "--total_frames=4 must exceed the window num_frames=4"),
     ("pixel", {"video": "{root}/clip.mp4", "extend": "forward", "extend_frames": 4},
-     "--extend_frames=4 must be between 1 and num_frames - 1 = 3"),
+     "--extend_frames=4 must be between 1 and 3 for --extend at num_frames=4"),
+    ("pixel", {"loop": True, "extend_frames": 2}, "--extend_frames=2 must be between 1 and 1 for --loop at num_frames=4"),
     ("pixel", {"num_frames": 6, "height": 24, "width": 8}, None),
     ("latent", {"num_frames": 9, "height": 32}, None),
     ("latent", {"num_frames": 1}, None),  # text-to-image: the window is one latent frame
@@ -215,7 +216,10 @@ def test_toy_modes_eval_runs_every_mode(workdir, tmp_path):
                           "text_to_image", "long"}
   # Exact by construction, whatever the model: the given frames come back unchanged.
   assert summary["image"]["psnr_frame0"] == summary["connect"]["start_psnr"] == 99.0
-  assert summary["extend_forward"]["given_kept_psnr"] == summary["loop"]["last_vs_first_psnr"] == 99.0
+  assert summary["extend_forward"]["given_kept_psnr"] == 99.0
+  with open(os.path.join(workdir, "config.json")) as f:
+    t = json.load(f)["sample"]["num_frames"]
+  assert summary["loop"]["frames"] == 2 * t - 2 * max(1, t // 4)  # the clip, then its bridge's new frames
   assert sorted(p.name for p in out.glob("*.gif")) == sorted(
       f"{m}.gif" for m in ("text", "image", "extend_forward", "extend_backward", "connect", "loop",
                            "edit", "text_to_image", "long"))

@@ -80,9 +80,25 @@ def test_connect_starts_at_a_and_ends_at_b(sampler, files):
     _run(sampler, "connect", connect=[files["a.gif"], files["wide.gif"]])
 
 
-def test_loop_ends_on_its_first_frame(sampler):
-  for video in _run(sampler, "loop"):
-    np.testing.assert_array_equal(video[-1], video[0])
+def test_loop_is_a_clip_then_a_bridge_from_its_end_back_to_its_start(sampler, monkeypatch):
+  from vdit.media import pixels
+  generate, bridges = sampler.generate, []
+  def recording(prompts, seeds, **kwargs):
+    out = generate(prompts, seeds, **kwargs)
+    if kwargs.get("frame_mask") is not None:
+      bridges.append((pixels.to_uint8(kwargs["frames"]), kwargs["frame_mask"], pixels.to_uint8(out)))
+    return out
+  monkeypatch.setattr(sampler, "generate", recording)
+  clips = _run(sampler, "text")
+  loops = _run(sampler, "loop")  # window 4: one frame of each end given (a quarter), two bridging frames
+  assert len(bridges) == 2
+  for clip, loop, (given, mask, bridge) in zip(clips, loops, bridges):
+    np.testing.assert_array_equal(mask, [[True, False, False, True]])
+    np.testing.assert_array_equal(given[0, 0], clip[-1])  # the bridge starts where the clip ends
+    np.testing.assert_array_equal(given[0, 3], clip[0])  # and ends where it starts
+    np.testing.assert_array_equal(loop, np.concatenate([clip, bridge[0, 1:3]]))
+  with pytest.raises(sample_modes.ModeError, match="between 1 and 1 for a loop"):
+    _run(sampler, "loop", extend_frames=2)
 
 
 def test_edit_strength_bounds(sampler, files):

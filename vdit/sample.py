@@ -63,7 +63,8 @@ def define_flags():
   flags.DEFINE_integer("extend_frames", None, "Frames of the given video kept as context when extending, and "
                        "the overlap of a long video's windows (default: half the window).", lower_bound=1)
   flags.DEFINE_list("connect", None, "A,B: a transition from the end of video A to the start of B.")
-  flags.DEFINE_bool("loop", False, "Make a video whose last frame leads back to its first.")
+  flags.DEFINE_bool("loop", False, "Make a video that plays on repeat without a jump: a text-to-video "
+                    "clip, then frames bridging its end back to its start (--extend_frames of each end given).")
   flags.DEFINE_string("edit", None, "Video-to-video editing (SDEdit) of this file under the prompt.")
   flags.DEFINE_float("strength", 0.6, "With --edit: noise level in [0, 1] (0 keeps the video, 1 ignores it).",
                      lower_bound=0.0, upper_bound=1.0)
@@ -134,7 +135,7 @@ def _mode(f) -> tuple[str, dict]:
     return "long", {"total_frames": f.total_frames, "extend_frames": f.extend_frames}
   if name == "image":
     return "image", {"image": f.image}
-  return "loop", {}
+  return "loop", {"extend_frames": f.extend_frames}
 
 
 def _adapter_specs(values) -> list[tuple[str, float]]:
@@ -251,10 +252,12 @@ def _sizes(f, mode, config, space) -> tuple[int, int, int, int]:
   if mode == "long" and f.total_frames <= num_frames:
     raise UsageError(f"--total_frames={f.total_frames} must exceed the window num_frames={num_frames}; for a "
                      "video that short, leave --total_frames out.")
-  context = f.extend_frames or window // 2  # the default of vdit.diffusion.modes
-  if mode in ("extend_forward", "extend_backward", "long") and not 1 <= context < window:
-    raise UsageError(f"--extend_frames={context} must be between 1 and num_frames - 1 = {window - 1}; lower it "
-                     "or raise --num_frames.")
+  from vdit.diffusion.modes import context_limits  # numpy and PyAV only: still before JAX
+  default, lowest, highest = context_limits(mode, window)
+  context = f.extend_frames or default
+  if mode in ("extend_forward", "extend_backward", "long", "loop") and not lowest <= context <= highest:
+    raise UsageError(f"--extend_frames={context} must be between {lowest} and {highest} for --{mode.split('_')[0]} "
+                     f"at num_frames={window}; lower it or raise --num_frames.")
   return num_frames, height, width, window
 
 
@@ -291,7 +294,9 @@ def main(f):
   num_frames, height, width, window = _sizes(f, mode, config, space)  # checked before any weights are read
   guidance_interval = _guidance_interval(f, s)
   from vdit.diffusion import caching
-  error = caching.mode_error(f.cache or s.cache, frame_cfg=f.frame_cfg)
+  from vdit.diffusion.modes import FRAME_MODES
+  config_frame_cfg = (s.frame_cfg or None) if mode in FRAME_MODES else None  # only modes with frames use it
+  error = caching.mode_error(f.cache or s.cache, frame_cfg=config_frame_cfg if f.frame_cfg is None else f.frame_cfg)
   if error:
     raise UserError(f"--{error}")
   if config.model.interval_conditioning:

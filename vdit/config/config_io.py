@@ -17,7 +17,7 @@ from vdit.core.workdir_files import CONFIG_FILE
 from vdit.parallel import sharding
 from vdit.diffusion import conditioning
 from vdit.diffusion.flow import TIMESTEP_SAMPLERS
-from vdit.diffusion.caching import MODES as CACHE_MODES
+from vdit.diffusion.caching import MODES as CACHE_MODES, mode_error
 from vdit.diffusion.samplers import SAMPLERS
 from vdit.model.attention import backend_error, shape_error
 from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
@@ -69,6 +69,9 @@ def validate(config, platform: str | None = None) -> None:
   _require(config.sample.cache in CACHE_MODES,
            f"config.sample.cache={config.sample.cache!r}; choose one of {CACHE_MODES}.")
   _require(config.sample.sampler in SAMPLERS, f"config.sample.sampler={config.sample.sampler!r}; choose one of {SAMPLERS}.")
+  _require(config.sample.frame_cfg >= 0, f"config.sample.frame_cfg={config.sample.frame_cfg} must be >= 0 (0: off).")
+  error = mode_error(config.sample.cache, frame_cfg=config.sample.frame_cfg or None)
+  _require(error is None, f"config.sample.{error}")
   try:
     conditioning.strategy_probabilities(config.train.conditioning)
   except ValueError as e:

@@ -79,4 +79,5 @@ def student_config(teacher, teacher_workdir: str, settings) -> ml_collections.Co
     lay_over(config, settings, "--teacher")
     s = config.sample
     s.steps, s.cfg, s.sampler, s.cache, s.guidance_interval = settings.sample_steps, 1.0, "euler", "none", (0.0, 1.0)
+    s.frame_cfg = 0.0
   return config

@@ -88,7 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
   # A few-step student (`python -m vdit.distill`): the DiT also sees each step's length and samples
   # with the mean-flow update; set by vdit.distill, not by hand.
   c.model.interval_conditioning = False
-  c.model.prediction = "velocity"  # velocity | x (network outputs the clean video; see model/factory.py)
+  c.model.prediction = "velocity"  # velocity | x (network outputs the clean video) | x_skip (see model/factory.py)
   # What the backward pass keeps per block (vdit/model/dit.py REMAT_POLICIES): none | full | dots
   # (matmul-with-weights outputs) | dots_all (all matmul outputs) | dots_attention (dots + attention
   # outputs, fused kernels' included) | offload_dots (dots, in host memory) | offload_carry (as full,
@@ -190,6 +190,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sample.shift = 0.0  # 0: from the token count
   c.sample.negative_prompt = ""
   c.sample.guidance_interval = (0.0, 1.0)  # guidance only at times t in [low, high] (t=1 is noise)
+  # Modes with conditioning frames (image-to-video, extension, connect, loop, long): a separate
+  # guidance scale for the frames, cfg then guiding the text alone (a third pass); 0: off.
+  c.sample.frame_cfg = 0.0
   # Training-free caching (vdit/diffusion/caching.py): none | cfg (guidance difference reused between
   # full guided steps) | block (the network's output reused while its input barely moves).
   c.sample.cache = "none"

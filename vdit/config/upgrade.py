@@ -4,13 +4,14 @@ The only place with compatibility defaults: code below the config boundary reads
 present. Version 1 (no `config_version` key: every workdir written before the redesign) gains the
 keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
 (sampling caches) and model.interval_conditioning (students); version 3 lacks the lora and finetune
-sections (LoRA fine-tuning) and distill.dmd_weight; version 4 is today's.
+sections (LoRA fine-tuning) and distill.dmd_weight; version 4 lacks sample.frame_cfg (separate
+guidance for conditioning frames, off before); version 5 is today's.
 """
 import copy
 
 from vdit.core.errors import ConfigError
 
-VERSION = 4
+VERSION = 5
 
 # Keys added after version-1 workdirs existed, at the behaviour those workdirs had without them
 # (written out here, not read from the schema's defaults, which may change).
@@ -91,6 +92,12 @@ def _v3_to_v4(raw: dict) -> dict:
   return raw
 
 
+def _v4_to_v5(raw: dict) -> dict:
+  raw.setdefault("sample", {}).setdefault("frame_cfg", 0.0)  # off: modes guided frames and text together
+  raw["config_version"] = 5
+  return raw
+
+
 def upgrade(raw: dict, source: str = "config.json") -> dict:
   """A config.json's dict, any version -> a copy at VERSION; a newer version is an error."""
   from vdit.text.tokenizer import Tokenizer
@@ -105,4 +112,6 @@ def upgrade(raw: dict, source: str = "config.json") -> dict:
     raw = _v2_to_v3(raw)
   if raw["config_version"] == 3:
     raw = _v3_to_v4(raw)
+  if raw["config_version"] == 4:
+    raw = _v4_to_v5(raw)
   return raw

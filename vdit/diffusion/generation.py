@@ -122,7 +122,7 @@ class VideoSampler:
     (frame masks mapped to latent frames) and the result decoded. `channels` is the pixel model's.
     Frame conditioning: `frames` [N, T, H, W, C] and `frame_mask` bool [N, T] give
     clean frames that every step keeps (image-to-video, extension, connecting, looping).
-    `frame_cfg` (with frames) guides frames and text separately:
+    `frame_cfg` (with frames; ignored without) guides frames and text separately:
     v = v(-, -) + frame_cfg (v(frames, -) - v(-, -)) + cfg (v(frames, text) - v(frames, -)), where
     "-" drops the negative/empty caption or the frames (seen as noisy at t, like the rest).
     Editing (SDEdit): `init_video` [N, T, H, W, C] is noised to time `strength` in (0, 1] and
@@ -135,7 +135,7 @@ class VideoSampler:
     `cache` ("none", "cfg", "block": vdit/diffusion/caching.py) trades exactness for fewer network
     passes; `self.network_passes` adds the passes this call ran, summed over its videos.
     """
-    error = caching.mode_error(cache, frame_cfg=frame_cfg)
+    error = caching.mode_error(cache, frame_cfg=frame_cfg if frame_mask is not None else None)
     if error:
       raise ValueError(error)
     low, high = guidance_interval
@@ -166,8 +166,8 @@ class VideoSampler:
     if frame_mask is not None:
       frames = batch(_pad_rows(jnp.asarray(frames, jnp.float32), len(prompts)))
       frame_mask = batch(_pad_rows(jnp.asarray(frame_mask, bool), len(prompts)))
-    if frame_cfg is not None and frame_mask is None:
-      raise ValueError("frame_cfg needs conditioning frames (frames and frame_mask).")
+    if frame_mask is None:
+      frame_cfg = None  # nothing to guide apart from the text (a config's frame_cfg, text-to-video)
     noise = jnp.copy(x) if frame_cfg is not None else None  # frames-dropped branch: noised with it
     carry = samplers.initial_carry(sampler, x)
     pairs = list(zip(grid[:-1], grid[1:]))

@@ -16,6 +16,7 @@ from vdit.core.errors import UserError
 from vdit.media import pixels
 
 MODES = ("text", "image", "extend_forward", "extend_backward", "connect", "loop", "edit", "long")
+FRAME_MODES = ("image", "extend_forward", "extend_backward", "connect", "loop", "long")  # conditioning frames
 _MAX_CROP = 0.5  # an input whose aspect ratio would lose more than this to the crop is refused
 
 
@@ -62,8 +63,17 @@ def _window(opts, frames_of_given):
   return given, mask
 
 
+def context_limits(mode: str, num_frames: int) -> tuple[int, int, int]:
+  """(default, lowest, highest) frames of context for `mode` in a window of num_frames: the given
+  video's frames kept when extending and the overlap of a long video's windows (default half the
+  window), or each end a loop's bridge is given (a quarter; the bridge makes at least one frame)."""
+  if mode == "loop":
+    return max(1, num_frames // 4), 1, (num_frames - 1) // 2
+  return num_frames // 2, 1, num_frames - 1
+
+
 def _context_frames(extend_frames, num_frames, video, path):
-  k = extend_frames or num_frames // 2
+  k = extend_frames or context_limits("extend_forward", num_frames)[0]
   if not 1 <= k < num_frames:
     raise ModeError(f"--extend_frames={k} must be between 1 and num_frames - 1 = {num_frames - 1}.")
   if len(video) < k:
@@ -81,7 +91,9 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
       separate frame guidance scale, applies to the conditioned generations only.
     image: path, for "image". video: path, for "extend_*" and "edit". connect: (path A, path B).
     extend_frames: conditioning frames taken from the given video (default half the window);
-      also the overlap between windows of a "long" video.
+      also the overlap between windows of a "long" video, and for "loop" the frames of each end its
+      bridge is given (default a quarter of the window). A loop is the window's video followed by
+      num_frames - 2 * extend_frames bridging frames.
     strength: for "edit", the noise level in [0, 1] the input is taken to (0 returns it).
     total_frames: for "long", the length of the result.
   """
@@ -111,12 +123,20 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
     given, mask = _window(opts, {0: a[-1], t - 1: b[0]})
     return list(_conditioned(sampler, prompts, seeds, conditioned_opts, given, mask, progress))
   if mode == "loop":
+    # Sora's recipe: a text-to-video clip, then a bridge from its last frames back to its first ones.
+    # Played on repeat, every frame (the wrap included) leads to the next by ordinary motion.
+    default, lowest, highest = context_limits("loop", t)
+    k = extend_frames or default
+    if not lowest <= k <= highest:
+      raise ModeError(f"--extend_frames={k} must be between 1 and {highest} for a loop: the bridge window "
+                      f"of num_frames={t} holds that many frames of each end and at least one new frame.")
     first = pixels.to_uint8(sampler.generate(prompts, seeds, progress=progress, **opts))
     out = []
     for i, video_i in enumerate(first):  # each prompt closes its own loop
-      given, mask = _window(opts, {0: video_i[0], t - 1: video_i[0]})
-      out.extend(_conditioned(sampler, prompts[i:i + 1], seeds[i:i + 1], conditioned_opts, given,
-                              mask, progress))
+      ends = {j: video_i[len(video_i) - k + j] for j in range(k)} | {t - k + j: video_i[j] for j in range(k)}
+      given, mask = _window(opts, ends)
+      bridge = _conditioned(sampler, prompts[i:i + 1], seeds[i:i + 1], conditioned_opts, given, mask, progress)[0]
+      out.append(np.concatenate([video_i, bridge[k:t - k]]))
     return out
   if mode == "edit":
     if strength is None or not 0.0 <= strength <= 1.0:
@@ -131,7 +151,7 @@ def run(mode: str, sampler, prompts, seeds, opts, *, image=None, video=None, con
     return list(pixels.to_uint8(sampler.generate(prompts, seeds, init_video=init, strength=strength,
                                            progress=progress, **opts)))
   if mode == "long":
-    k = extend_frames or t // 2
+    k = extend_frames or context_limits("long", t)[0]
     if not 1 <= k < t:
       raise ModeError(f"--extend_frames={k} must be between 1 and num_frames - 1 = {t - 1}.")
     videos = list(pixels.to_uint8(sampler.generate(prompts, seeds, progress=progress, **opts)))

@@ -22,6 +22,7 @@ class SampleOptions:
     """The config's `sample` section, with `overrides` that are not None taking precedence."""
     values = dict(steps=sample.steps, cfg=sample.cfg, sampler=sample.sampler, shift=sample.shift,
                   negative_prompt=sample.negative_prompt, cache=sample.cache,
+                  frame_cfg=float(sample.frame_cfg) or None,
                   guidance_interval=tuple(float(v) for v in sample.guidance_interval))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)

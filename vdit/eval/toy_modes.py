@@ -6,9 +6,11 @@ Inputs are toy-world clips rendered here (so their colour, shape and direction a
 Per mode: image-to-video (PSNR of frame 0; direction of the motion asked for), extend forward
 and backward (the given frames kept exactly; at the boundary, the distance in pixels between the
 shape's centre in the first generated frame and in the true continuation of the rendered clip,
-next to the shape's per-frame speed; direction continued), connect (starts at A's last frame, ends at B's
-first), loop (last frame equals the first), edit (the colour follows the new prompt while the
-direction and the shape's path are kept), text-to-image (colour), and a long video (direction held over 3 windows).
+next to the shape's per-frame speed, and the seam's move over the given frames' mean move;
+direction continued), connect (starts at A's last frame, ends at B's first), loop (how far the
+shape travels, and the wrap from the last frame to the first over the loop's mean move), edit (the
+colour follows the new prompt while the direction and the shape's path are kept), text-to-image
+(colour), and a long video (direction held over 3 windows).
 """
 import json
 import os
@@ -39,6 +41,30 @@ def _centre(frame):
   distance = np.linalg.norm(frame.astype(np.float64) - np.asarray(toy_spec.BACKGROUND), axis=-1)
   ys, xs = np.nonzero(distance > 60)
   return np.array([xs.mean(), ys.mean()]) if len(xs) else np.array([np.inf, np.inf])
+
+
+def _centres(video) -> np.ndarray:
+  """[T, 2]: the shape's centre in each frame; NaN in a frame without one."""
+  c = np.stack([_centre(frame) for frame in video])
+  return np.where(np.isfinite(c), c, np.nan)
+
+
+def _moves(centres) -> np.ndarray:
+  """The shape's move between consecutive frames, in pixels (NaN where a frame has no shape)."""
+  return np.linalg.norm(np.diff(centres, axis=0), axis=1)
+
+
+def _travel(video) -> float:
+  """How far the shape gets from where it is first seen, in pixels (the most over the frames)."""
+  c = _centres(video)
+  seen = c[np.isfinite(c[:, 0])]
+  return float(np.max(np.linalg.norm(seen - seen[0], axis=1))) if len(seen) else float("nan")
+
+
+def _step_ratio(video, a: int, given: slice) -> float:
+  """The shape's move from frame a to a + 1 over its mean move per frame within video[given]."""
+  c = _centres(video)
+  return float(np.linalg.norm(c[a + 1] - c[a]) / max(np.nanmean(_moves(c[given])), 1e-6))
 
 
 MODES = ("text", "image", "extend_forward", "extend_backward", "connect", "loop", "edit", "text_to_image", "long")
@@ -88,7 +114,10 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
     if "text" in modes:
       video = sample_modes.run("text", sampler, prompt, seed, opts)[0]
       verdict = judge.judge_video(video, colour, direction)
-      results["text"].append({"colour": verdict["colour_ok"], "direction": verdict["direction_ok"]})
+      moves = _moves(_centres(video))
+      results["text"].append({"colour": verdict["colour_ok"], "direction": verdict["direction_ok"],
+                              "travel_px": _travel(video),
+                              "largest_move_ratio": float(np.nanmax(moves) / max(np.nanmean(moves), 1e-6))})
       save("text", i, video)
 
     if "text_to_image" in modes:
@@ -105,8 +134,10 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
     # Extension: render t + k frames (the shape stays in view throughout), give t of them, and
     # compare the first generated frame with the rendered frame it should be.
     speed = float(np.linalg.norm(_centre(truth[1]) - _centre(truth[0])))
-    for mode, given, expected, first_new in (("extend_forward", truth[:t], truth[t], t),
-                                             ("extend_backward", truth[k:], truth[k - 1], k - 1)):
+    # The seam: the move between the last given and the first new frame, over the given frames' moves.
+    for mode, given, expected, first_new, seam, kept_frames in (
+        ("extend_forward", truth[:t], truth[t], t, t - 1, slice(0, t)),
+        ("extend_backward", truth[k:], truth[k - 1], t - k - 1, t - k - 1, slice(t - k, None))):
       if mode not in modes:
         continue
       given_path = write_input(f"{i}_{mode}.gif", given)
@@ -116,6 +147,7 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
           "given_kept_psnr": _psnr(kept, given),
           "boundary_error_px": float(np.linalg.norm(_centre(video[first_new]) - _centre(expected))),
           "speed_px": speed,
+          "seam_step_ratio": _step_ratio(video, seam, kept_frames),
           "direction": judge.judge_video(video, colour, direction)["direction_ok"]})
       save(mode, i, video)
 
@@ -127,7 +159,12 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
 
     if "loop" in modes:
       video = sample_modes.run("loop", sampler, prompt, seed, opts)[0]
-      results["loop"].append({"last_vs_first_psnr": _psnr(video[-1], video[0])})
+      # Played on repeat, the last frame leads to the first: that wrap, and every other move, should be
+      # an ordinary one (the largest move over the mean; 1 = even motion all round).
+      moves = _moves(_centres(np.concatenate([video, video[:1]])))
+      mean = max(np.nanmean(moves), 1e-6)
+      results["loop"].append({"frames": len(video), "travel_px": _travel(video), "wrap_step_ratio": float(moves[-1] / mean),
+                              "largest_move_ratio": float(np.nanmax(moves) / mean)})
       save("loop", i, video)
 
     if "edit" in modes:
@@ -149,13 +186,14 @@ def judge_modes(sampler, opts, num_videos: int, out_dir: str, modes=MODES, seed:
 
 
 def summarise(results: dict) -> dict:
-  """Per mode, the mean of each measure over videos."""
-  return {mode: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+  """Per mode, the mean of each measure over videos (those where it could be measured)."""
+  return {mode: {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
           for mode, rows in results.items() if rows}
 
 
-def load_sampler(workdir: str):
-  """(VideoSampler on the latest EMA weights, sample_modes options from the config's sample settings)."""
+def load_sampler(workdir: str, frame_cfg=None):
+  """(VideoSampler on the latest EMA weights, sample_modes options from the config's sample settings;
+  frame_cfg, if not None, replaces the config's)."""
   from vdit.config import pretrained
   from vdit.diffusion.generation import VideoSampler
   from vdit.diffusion.options import SampleOptions
@@ -172,6 +210,8 @@ def load_sampler(workdir: str):
   opts = dict(num_frames=s.num_frames, height=s.height, width=s.width, channels=3,
               patch_size=config.model.patch_size,
               **SampleOptions.from_section(s, sampler="dpmpp_2m").generate_kwargs())  # the judge's fixed sampler
+  if frame_cfg is not None:
+    opts["frame_cfg"] = frame_cfg or None
   return sampler, opts
 
 
@@ -180,6 +220,8 @@ def define_flags():
   flags.DEFINE_string("out", "runs/toy/modes", "Where the GIFs and results.json go.")
   flags.DEFINE_integer("videos", 8, "Videos per mode.", lower_bound=1)
   flags.DEFINE_float("edit_strength", 0.8, "SDEdit strength of the edit mode.", lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float("frame_cfg", None, "Separate guidance for conditioning frames (0: off; default: the "
+                     "config's sample.frame_cfg).", lower_bound=0.0)
   flags.DEFINE_list("modes", None, f"Modes to run, of {','.join(MODES)} (default: all of them).")
   flags.register_validator("modes", lambda modes: not modes or set(modes) <= set(MODES),
                            f"choose modes from {','.join(MODES)}")
@@ -188,7 +230,7 @@ def define_flags():
 def main(f):
   logs.quiet_library_logs()
   modes = tuple(f.modes or MODES)
-  sampler, opts = load_sampler(f.workdir)
+  sampler, opts = load_sampler(f.workdir, f.frame_cfg)
   os.makedirs(f.out, exist_ok=True)
   results = judge_modes(sampler, opts, f.videos, f.out, modes=modes, edit_strength=f.edit_strength)
   summary = summarise(results)
