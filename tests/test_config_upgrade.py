@@ -16,13 +16,14 @@ V1_SAMPLE = f"{REPO}/tests/data/workdir_v1_sample_seed3.gif"
 
 def test_v1_config_upgrades_to_the_current_version_with_the_old_behaviour():
   config = config_io.load(V1_WORKDIR)
-  assert config.config_version == upgrade.VERSION == 5
+  assert config.config_version == upgrade.VERSION == 6
   # Keys absent from a version-1 file take the behaviour that workdir had, not today's defaults.
   assert (config.model.variant, config.model.attention, config.text.encoder) == ("vdit", "xla", "trainable")
   assert config.text.vocab_size > 0 and config.model.patch_size == (2, 8, 8)
   assert config.sample.cache == "none"
   assert config.lora.rank == 0 and config.finetune.base == ""  # no adapters
   assert config.sample.frame_cfg == 0.0  # frames and text guided together, as then
+  assert config.text.positions is False  # no position embeddings, as then
 
 
 def test_v2_config_gains_what_version_3_added_at_the_old_behaviour():
@@ -30,7 +31,7 @@ def test_v2_config_gains_what_version_3_added_at_the_old_behaviour():
   raw["config_version"] = 2
   del raw["sample"]["cache"]
   upgraded = upgrade.upgrade(raw)
-  assert upgraded["config_version"] == 5 and upgraded["sample"]["cache"] == "none"
+  assert upgraded["config_version"] == 6 and upgraded["sample"]["cache"] == "none"
 
 
 def test_v3_config_gains_the_lora_sections_without_adapters():
@@ -38,7 +39,7 @@ def test_v3_config_gains_the_lora_sections_without_adapters():
   raw["config_version"] = 3
   del raw["lora"], raw["finetune"]
   upgraded = upgrade.upgrade(raw)
-  assert upgraded["config_version"] == 5 and upgraded["lora"]["rank"] == 0 and upgraded["finetune"]["base"] == ""
+  assert upgraded["config_version"] == 6 and upgraded["lora"]["rank"] == 0 and upgraded["finetune"]["base"] == ""
   from vdit.config import config_io as io
   assert not any(k.startswith("lora.") for k in io.model_signature(upgraded))  # old checkpoints still match
 

@@ -24,6 +24,7 @@ from vdit.model.context_parallel import MODES as CONTEXT_PARALLEL_MODES
 from vdit.model import lora as lora_lib
 from vdit.model.dit import VARIANTS, remat_error
 from vdit.model.factory import DTYPES, PREDICTIONS
+from vdit.model.text_encoder import MAX_POSITIONS
 
 # Settings that change how a model runs but not its parameters; a checkpoint stays compatible.
 _RUNTIME_ONLY = {"lora.dropout", "model.remat", "model.dtype", "model.scan_layers", "model.attention",
@@ -32,7 +33,7 @@ _RUNTIME_ONLY = {"lora.dropout", "model.remat", "model.dtype", "model.scan_layer
 # Settings added after checkpoints existed: left out of the signature at their old behaviour, so
 # those checkpoints still match.
 _OMITTED_AT = {"model.frame_conditioning": False, "model.variant": "vdit", "text.encoder": "trainable",
-               "model.interval_conditioning": False}
+               "model.interval_conditioning": False, "text.positions": False}
 
 
 
@@ -62,6 +63,9 @@ def validate(config, platform: str | None = None) -> None:
   _require(error is None, f"config.{error}")
   _require((m.dim // m.num_heads) % 2 == 0, "config.model head dim (dim / num_heads) must be even for RoPE.")
   _require(t.dim % t.num_heads == 0, f"config.text.dim={t.dim} must be divisible by num_heads={t.num_heads}.")
+  _require(not t.positions or (t.encoder == "trainable" and t.max_length <= MAX_POSITIONS),
+           f"config.text.positions=True needs text.encoder='trainable' and text.max_length <= {MAX_POSITIONS} "
+           f"(got {t.encoder!r}, {t.max_length}); set text.positions=False.")
   _require(0.0 <= t.caption_dropout < 1.0, f"config.text.caption_dropout={t.caption_dropout} must be in [0, 1).")
   _require(config.diffusion.timestep_sampling in TIMESTEP_SAMPLERS,
            f"config.diffusion.timestep_sampling={config.diffusion.timestep_sampling!r}; "

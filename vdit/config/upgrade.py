@@ -5,13 +5,14 @@ present. Version 1 (no `config_version` key: every workdir written before the re
 keys added since, at the values that reproduce how those runs behaved; version 2 lacks sample.cache
 (sampling caches) and model.interval_conditioning (students); version 3 lacks the lora and finetune
 sections (LoRA fine-tuning) and distill.dmd_weight; version 4 lacks sample.frame_cfg (separate
-guidance for conditioning frames, off before); version 5 is today's.
+guidance for conditioning frames, off before); version 5 lacks text.positions (no position
+embeddings before); version 6 is today's.
 """
 import copy
 
 from vdit.core.errors import ConfigError
 
-VERSION = 5
+VERSION = 6
 
 # Keys added after version-1 workdirs existed, at the behaviour those workdirs had without them
 # (written out here, not read from the schema's defaults, which may change).
@@ -98,6 +99,12 @@ def _v4_to_v5(raw: dict) -> dict:
   return raw
 
 
+def _v5_to_v6(raw: dict) -> dict:
+  raw.setdefault("text", {}).setdefault("positions", False)  # the encoder had no position embeddings
+  raw["config_version"] = 6
+  return raw
+
+
 def upgrade(raw: dict, source: str = "config.json") -> dict:
   """A config.json's dict, any version -> a copy at VERSION; a newer version is an error."""
   from vdit.text.tokenizer import Tokenizer
@@ -114,4 +121,6 @@ def upgrade(raw: dict, source: str = "config.json") -> dict:
     raw = _v3_to_v4(raw)
   if raw["config_version"] == 4:
     raw = _v4_to_v5(raw)
+  if raw["config_version"] == 5:
+    raw = _v5_to_v6(raw)
   return raw

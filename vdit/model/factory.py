@@ -89,7 +89,8 @@ def build_model(config, rngs: nnx.Rngs) -> Generator:
       raise ValueError("config.text.vocab_size is 0: the config boundary sets it to the tokenizer's size "
                        "(vdit.text.tokenizer) before a model is built.")
     text_encoder = TextEncoder(vocab_size=t.vocab_size, dim=t.dim, depth=t.depth, num_heads=t.num_heads,
-                               mlp_ratio=t.mlp_ratio, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                               mlp_ratio=t.mlp_ratio, positions=t.positions, rngs=rngs, dtype=dtype,
+                               param_dtype=param_dtype)
   dit = DiT(in_channels=m.in_channels, patch_size=tuple(m.patch_size), dim=m.dim, depth=m.depth,
             num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, text_dim=t.dim, rope_theta=m.rope_theta,
             remat=m.remat, frame_conditioning=m.frame_conditioning,
