@@ -2,7 +2,7 @@
 context parallelism, scan-vs-unrolled compile time, and a PyTorch (diffusers Wan) peer, as JSON.
 
   python benchmarks/scale.py [--preset=cpu|gpu] [--steps=N] [--sections=train,sample,attention,compile,peer]
-      [--out=FILE.json] [--dry_run]
+      [--families=dit_b_like,...] [--attention=xla|cudnn|...] [--out=FILE.json] [--dry_run]
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/scale.py --preset=cpu
 
 `gpu` runs the real shapes: Wan 2.1 latents of 480p x 81 frames (21 x 60 x 104 x 16, 1x2x2 patches:
@@ -74,9 +74,12 @@ PRESETS = {
 STATE_BYTES_PER_PARAM = 20  # fp32 params + EMA + Adam mu + nu, and the step's fp32 gradients
 
 
+ATTENTION_OVERRIDE = []  # --attention: one backend for the train, sample and compile sections
+
+
 def preferred_backend() -> str:
-  """The fused attention kernel of this platform (cudnn on GPU, splash on TPU), else xla."""
-  return {"gpu": "cudnn", "tpu": "splash"}.get(jax.default_backend(), "xla")
+  """--attention if given, else this platform's fused kernel (cudnn on GPU, splash on TPU), else xla."""
+  return ATTENTION_OVERRIDE[0] if ATTENTION_OVERRIDE else {"gpu": "cudnn", "tpu": "splash"}.get(jax.default_backend(), "xla")
 
 
 def shape_config(family: str, preset: str):
@@ -376,6 +379,9 @@ def main():
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
   parser.add_argument("--steps", type=int, default=0, help="timed train and peer steps (0: the preset's: gpu 10, cpu 3); sampling runs gpu 50, cpu 3 steps")
   parser.add_argument("--sections", default=",".join(SECTIONS))
+  parser.add_argument("--families", default=",".join(FAMILIES), help="train section's model families")
+  parser.add_argument("--attention", default="", choices=("", "xla", "blockwise", "cudnn", "splash"),
+                      help="attention kernel for train/sample/compile (default: the platform's fused one)")
   parser.add_argument("--out", default="")
   parser.add_argument("--dry_run", action="store_true", help="shapes, params and FLOPs only; nothing compiles")
   args = parser.parse_args()
@@ -383,6 +389,11 @@ def main():
   unknown = sorted(set(sections) - set(SECTIONS))
   if unknown:
     parser.error(f"unknown sections {unknown}; choose from {','.join(SECTIONS)}")
+  families = [f for f in args.families.split(",") if f]
+  if set(families) - set(FAMILIES):
+    parser.error(f"unknown families {sorted(set(families) - set(FAMILIES))}; choose from {','.join(FAMILIES)}")
+  if args.attention:
+    ATTENTION_OVERRIDE.append(args.attention)
   preset = PRESETS[args.preset]
   steps = args.steps or preset["steps"]
   if args.preset == "gpu":  # the largest model needs more than JAX's default 75% of the GPU
@@ -394,7 +405,7 @@ def main():
     results["peer"] = _guarded(bench_peer, args.preset, steps, args.dry_run)
   if "train" in sections:
     results["train"] = []
-    for family in FAMILIES:
+    for family in families:
       results["train"].append({"model": family, **_guarded(bench_train, family, args.preset, steps, args.dry_run)})
       gc.collect()
   if "sample" in sections:
