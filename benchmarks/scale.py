@@ -380,7 +380,7 @@ def main():
   parser.add_argument("--steps", type=int, default=0, help="timed train and peer steps (0: the preset's: gpu 10, cpu 3); sampling runs gpu 50, cpu 3 steps")
   parser.add_argument("--sections", default=",".join(SECTIONS))
   parser.add_argument("--families", default=",".join(FAMILIES), help="train section's model families")
-  parser.add_argument("--attention", default="", choices=("", "xla", "blockwise", "cudnn", "splash"),
+  parser.add_argument("--attention", default="", choices=("",) + attention_speed.BACKENDS,
                       help="attention kernel for train/sample/compile (default: the platform's fused one)")
   parser.add_argument("--out", default="")
   parser.add_argument("--dry_run", action="store_true", help="shapes, params and FLOPs only; nothing compiles")
